@@ -1,0 +1,285 @@
+"""KServe gRPC streaming client for the RAG chatbot graph, shared by the Gradio page and the CLI.
+
+One question is one `ModelStreamInfer` stream (tritonclient's `start_stream` / `async_stream_infer`).
+The graph answers with `sources` (once), `completion` pieces and a final `end_signal`; `AnswerStream`
+turns them into typed events. Closing the stream early (`cancel()`) cancels the answer in the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+DEFAULT_URL = "localhost:9000"
+DEFAULT_MODEL = "python_model"
+INPUT_NAME = "pre_prompt"
+STATUS_TIMEOUT_S = 2.0
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One retrieved document chunk the answer is based on."""
+
+    document: str
+    title: str
+    snippet: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The `sources` output: sent once, before the first text piece."""
+
+    items: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    """One `completion` output: the next piece of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class EndSignal:
+    """The `end_signal` output: the answer is over; why, and how fast it was."""
+
+    finish_reason: str
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    ttft_ms: float = 0.0
+    tokens_per_s: float = 0.0
+    retrieval_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class StreamError:
+    """The answer failed; `message` is a plain sentence for people, never a traceback."""
+
+    message: str
+    unreachable: bool = False
+
+
+Event = Sources | TextPiece | EndSignal | StreamError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Per-request settings; None leaves the servable's default."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    use_rag: bool = True
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """Readiness of the server (ServerLive) and of the graph (ModelReady)."""
+
+    live: bool
+    model_ready: bool
+    message: str
+
+
+def build_request(messages: Sequence[Message], settings: GenerationSettings = GenerationSettings()) -> str:
+    """The `pre_prompt` text: the plain question when nothing else needs saying, else the JSON request."""
+    if not messages or messages[-1].get("role") != "user":
+        raise ValueError("the last message must be the user's question")
+    question = messages[-1]["content"]
+    if len(messages) == 1 and settings == GenerationSettings() and not question.lstrip().startswith("{"):
+        return question
+    request: dict[str, Any] = {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
+    if settings.max_new_tokens is not None:
+        request["max_new_tokens"] = int(settings.max_new_tokens)
+    if settings.temperature is not None:
+        request["temperature"] = float(settings.temperature)
+    if not settings.use_rag:
+        request["use_rag"] = False
+    return json.dumps(request, ensure_ascii=False)
+
+
+def make_input(text: str) -> grpcclient.InferInput:
+    """`pre_prompt` as one BYTES element, shape [1]."""
+    tensor = grpcclient.InferInput(INPUT_NAME, [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([text.encode("utf-8")], dtype=object))
+    return tensor
+
+
+def parse_output(name: str, payload: bytes) -> Event | None:
+    """Turn one output tensor of the stream into an event (None for outputs this client does not know)."""
+    text = payload.decode("utf-8")
+    if name == "completion":
+        return TextPiece(text)
+    if name == "sources":
+        items = json.loads(text)
+        return Sources(
+            tuple(
+                Source(
+                    document=str(item.get("document", "")),
+                    title=str(item.get("title", "")),
+                    snippet=str(item.get("snippet", "")),
+                    score=float(item.get("score", 0.0)),
+                )
+                for item in items
+            )
+        )
+    if name == "end_signal":
+        fields = json.loads(text)
+        return EndSignal(
+            finish_reason=str(fields.get("finish_reason", "stop")),
+            prompt_tokens=int(fields.get("prompt_tokens", 0)),
+            generated_tokens=int(fields.get("generated_tokens", 0)),
+            ttft_ms=float(fields.get("ttft_ms", 0.0)),
+            tokens_per_s=float(fields.get("tokens_per_s", 0.0)),
+            retrieval_ms=float(fields.get("retrieval_ms", 0.0)),
+        )
+    return None
+
+
+def _is_unavailable(error: InferenceServerException) -> bool:
+    return "UNAVAILABLE" in str(error.status() or "")
+
+
+class OvmsClient:
+    """Talks to one server (`host:port` of its gRPC endpoint) and one graph."""
+
+    def __init__(self, url: str = DEFAULT_URL, model_name: str = DEFAULT_MODEL) -> None:
+        self.url = url
+        self.model_name = model_name
+
+    def status(self) -> ServerStatus:
+        """Ask ServerLive and ModelReady; never raises."""
+        client = grpcclient.InferenceServerClient(self.url)
+        try:
+            try:
+                live = client.is_server_live(client_timeout=STATUS_TIMEOUT_S)
+            except InferenceServerException:
+                live = False
+            if not live:
+                return ServerStatus(False, False, f"Server at {self.url} is not reachable.")
+            try:
+                ready = client.is_model_ready(self.model_name, client_timeout=STATUS_TIMEOUT_S)
+            except InferenceServerException:
+                ready = False
+            if not ready:
+                return ServerStatus(True, False, f"Server is up; graph '{self.model_name}' is not ready yet.")
+            return ServerStatus(True, True, f"Server and graph '{self.model_name}' are ready.")
+        finally:
+            client.close()
+
+    def ask(
+        self, messages: Sequence[Message], settings: GenerationSettings = GenerationSettings()
+    ) -> AnswerStream:
+        """Start streaming the answer to the conversation `messages` (the last one is the question)."""
+        return AnswerStream(self, build_request(messages, settings))
+
+    def error_for(self, error: InferenceServerException, answered: bool) -> StreamError:
+        """A plain message for a failed stream."""
+        if _is_unavailable(error):
+            if answered:
+                return StreamError("The connection to the server was lost during the answer.", True)
+            return StreamError(f"The server at {self.url} is not reachable. Is it running?", True)
+        if not answered:
+            status = self.status()
+            if status.live and not status.model_ready:
+                return StreamError(f"The server is up but the graph '{self.model_name}' is not ready yet.")
+        return StreamError(f"The server could not answer: {error.message() or 'unknown error'}")
+
+
+_DONE = object()
+
+
+class AnswerStream:
+    """One streamed answer. Iterate it for events; `cancel()` (from any thread) closes the gRPC stream
+    with `cancel_requests=True`, which cancels the generation in the server, and ends the iteration."""
+
+    def __init__(self, owner: OvmsClient, request_text: str) -> None:
+        self._owner = owner
+        self._request_text = request_text
+        self._responses: queue.Queue[Any] = queue.Queue()
+        self._lock = threading.Lock()
+        self._client: grpcclient.InferenceServerClient | None = None
+        self._cancelled = False
+        self._finished = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def _on_response(self, result: Any, error: InferenceServerException | None) -> None:
+        self._responses.put((result, error))
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._cancelled:
+                return
+            self._client = grpcclient.InferenceServerClient(self._owner.url)
+            self._client.start_stream(callback=self._on_response)
+            self._client.async_stream_infer(self._owner.model_name, [make_input(self._request_text)])
+
+    def _close(self, cancel: bool) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.stop_stream(cancel_requests=cancel)
+            client.close()
+
+    def cancel(self) -> None:
+        """Stop the answer here and in the server; safe to call more than once and after the end."""
+        with self._lock:
+            if self._finished or self._cancelled:
+                return
+            self._cancelled = True
+        self._responses.put(_DONE)
+        self._close(cancel=True)
+
+    def __iter__(self) -> Iterator[Event]:
+        answered = False
+        try:
+            try:
+                self._open()
+            except InferenceServerException as exc:
+                # A stream that failed at once reports why through the callback; prefer that reason.
+                failure = exc
+                with contextlib.suppress(queue.Empty):
+                    failure = self._responses.get(timeout=1.0)[1] or exc
+                yield self._owner.error_for(failure, answered=False)
+                return
+            while not self._cancelled:
+                item = self._responses.get()
+                if item is _DONE:
+                    return
+                result, error = item
+                if error is not None:
+                    if not self._cancelled:
+                        yield self._owner.error_for(error, answered)
+                    return
+                for output in result.get_response().outputs:
+                    try:
+                        event = parse_output(output.name, result.as_numpy(output.name).tobytes())
+                    except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+                        yield StreamError(f"The server sent a malformed '{output.name}' output ({exc}).")
+                        return
+                    if event is None:
+                        continue
+                    answered = answered or isinstance(event, TextPiece)
+                    if isinstance(event, EndSignal):
+                        with self._lock:
+                            self._finished = True
+                        yield event
+                        return
+                    yield event
+        finally:
+            # Normal end: half-close and let the server finish the stream; anything else: cancel it.
+            self._close(cancel=not self._finished)
