@@ -62,6 +62,22 @@ class EndSignal:
     tokens_per_s: float = 0.0
     retrieval_ms: float = 0.0
 
+    def summary(self) -> str:
+        """One line of timing for people: time to first token, speed, size."""
+        return (
+            f"first token {self.ttft_ms:.0f} ms · {self.tokens_per_s:.1f} tokens/s · "
+            f"{self.generated_tokens} tokens"
+        )
+
+    @property
+    def problem(self) -> str | None:
+        """A plain sentence when the server ended the answer abnormally, else None."""
+        return {
+            "error": "The server ended the answer with an error.",
+            "shutdown": "The server shut down during the answer.",
+            "cancelled": "The server cancelled the answer.",
+        }.get(self.finish_reason)
+
 
 @dataclass(frozen=True)
 class StreamError:

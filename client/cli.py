@@ -1,0 +1,144 @@
+"""Command-line chat: `python -m client.cli "question"`, or no question for an interactive session.
+
+The answer streams to stdout, its sources follow it. Ctrl-C stops the answer in the server too.
+Exit codes: 0 ok, 1 the server returned an error, 3 the server is not reachable, 130 stopped by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from client.ovms_client import (
+    DEFAULT_MODEL,
+    DEFAULT_URL,
+    EndSignal,
+    GenerationSettings,
+    Message,
+    OvmsClient,
+    Sources,
+    StreamError,
+    TextPiece,
+)
+
+EXIT_OK = 0
+EXIT_SERVER_ERROR = 1
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Turn:
+    """What one question produced."""
+
+    answer: str = ""
+    sources: Sources | None = None
+    end: EndSignal | None = None
+    error: str | None = None
+    exit_code: int = EXIT_OK
+
+
+def format_sources(sources: Sources) -> str:
+    """Sources as numbered plain-text lines."""
+    lines = ["Sources:"]
+    for number, source in enumerate(sources.items, 1):
+        title = f"{source.title} - " if source.title and source.title != source.document else ""
+        snippet = " ".join(source.snippet.split())
+        lines.append(f"  [{number}] {title}{source.document} (score {source.score:.2f})")
+        if snippet:
+            lines.append(f"      {snippet}")
+    return "\n".join(lines)
+
+
+def ask(
+    client: OvmsClient, messages: list[Message], settings: GenerationSettings, out: TextIO, err: TextIO
+) -> Turn:
+    """Stream one answer to `out`; Ctrl-C cancels it in the server."""
+    turn = Turn()
+    pieces: list[str] = []
+    stream = client.ask(messages, settings)
+    try:
+        for event in stream:
+            if isinstance(event, TextPiece):
+                pieces.append(event.text)
+                out.write(event.text)
+                out.flush()
+            elif isinstance(event, Sources):
+                turn.sources = event
+            elif isinstance(event, EndSignal):
+                turn.end = event
+            elif isinstance(event, StreamError):
+                turn.error = event.message
+                turn.exit_code = EXIT_UNREACHABLE if event.unreachable else EXIT_SERVER_ERROR
+    except KeyboardInterrupt:
+        stream.cancel()
+        turn.error = "Stopped: the answer was cancelled."
+        turn.exit_code = EXIT_INTERRUPTED
+    turn.answer = "".join(pieces)
+    if turn.answer:
+        out.write("\n")
+    if turn.sources and turn.sources.items:
+        out.write(format_sources(turn.sources) + "\n")
+    if turn.end is not None:
+        if turn.end.problem and turn.error is None:
+            turn.error = turn.end.problem
+            turn.exit_code = EXIT_SERVER_ERROR
+        note = " (stopped at the max new tokens limit)" if turn.end.finish_reason == "length" else ""
+        err.write(f"[{turn.end.summary()}]{note}\n")
+    if turn.error:
+        err.write(f"error: {turn.error}\n" if turn.exit_code != EXIT_INTERRUPTED else f"{turn.error}\n")
+    out.flush()
+    return turn
+
+
+def interactive(client: OvmsClient, settings: GenerationSettings, out: TextIO, err: TextIO) -> int:
+    """Chat until EOF (Ctrl-D) or Ctrl-C at the prompt; the conversation is sent with each question."""
+    status = client.status()
+    if not status.live:
+        err.write(f"error: {status.message}\n")
+        return EXIT_UNREACHABLE
+    err.write(f"{status.message} Ctrl-C stops an answer, Ctrl-D quits.\n")
+    history: list[Message] = []
+    while True:
+        try:
+            question = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            err.write("\n")
+            return EXIT_OK
+        if not question:
+            continue
+        messages = [*history, {"role": "user", "content": question}]
+        turn = ask(client, messages, settings, out, err)
+        if turn.answer and turn.exit_code in (EXIT_OK, EXIT_INTERRUPTED):
+            history = [*messages, {"role": "assistant", "content": turn.answer}]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m client.cli",
+        description="Ask the RAG chatbot a question over KServe gRPC streaming.",
+        epilog="Exit codes: 0 ok, 1 server error, 3 server not reachable, 130 stopped by Ctrl-C.",
+    )
+    parser.add_argument("question", nargs="?", help="the question; without it, an interactive session")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"gRPC host:port of the server ({DEFAULT_URL})")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL, help=f"graph name ({DEFAULT_MODEL})")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit in tokens")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
+    parser.add_argument("--no-rag", action="store_true", help="answer without retrieving documents")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    client = OvmsClient(args.url, args.model_name)
+    settings = GenerationSettings(args.max_new_tokens, args.temperature, not args.no_rag)
+    if args.question is None:
+        return interactive(client, settings, sys.stdout, sys.stderr)
+    turn = ask(client, [{"role": "user", "content": args.question}], settings, sys.stdout, sys.stderr)
+    return turn.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
