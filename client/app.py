@@ -78,23 +78,23 @@ def sources_markdown(sources: Sources) -> str:
 
 
 def status_markdown(status: ServerStatus) -> str:
-    mark = "🟢" if status.model_ready else ("🟡" if status.live else "🔴")
-    return f"{mark} {status.message}"
+    state = "Ready" if status.model_ready else ("Not ready" if status.live else "Server down")
+    return f"**{state}** · {status.message}"
 
 
 def answer_footer(end: EndSignal | None, stopped: bool, error: str | None) -> str:
     """The line under an answer: why it ended early, and its speed from the server's end_signal."""
     notes = []
     if error:
-        notes.append(f"⚠️ {error}")
+        notes.append(error)
     elif stopped:
-        notes.append("⏹ Stopped.")
+        notes.append("Stopped.")
     elif end is not None and end.problem:
-        notes.append(f"⚠️ {end.problem}")
+        notes.append(end.problem)
     elif end is not None and end.finish_reason == "length":
         notes.append("(stopped at the max new tokens limit)")
     if end is not None:
-        notes.append(f"⏱ {end.summary()}")
+        notes.append(end.summary())
     return "\n\n".join(f"*{note}*" for note in notes)
 
 
@@ -134,7 +134,7 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
                         {
                             "role": "assistant",
                             "content": sources_markdown(event),
-                            "metadata": {"title": f"📄 Sources ({len(event.items)})", "status": "done"},
+                            "metadata": {"title": f"Sources ({len(event.items)})", "status": "done"},
                         }
                     )
                 elif isinstance(event, EndSignal):
@@ -164,10 +164,12 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
         gr.Markdown(
             "## Document chatbot\nAnswers come from the bundled documents, served by OpenVINO Model Server."
         )
-        status_line = gr.Markdown("⚪ Checking the server…", elem_id="status-line")
+        status_line = gr.Markdown("Checking the server…", elem_id="status-line")
         history = gr.State([])
         chat = gr.Chatbot(
+            label="Chat",
             elem_id="chat",
+            buttons=["copy", "copy_all"],
             height=480,
             layout="bubble",
             feedback_options=None,
@@ -199,6 +201,7 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
             )
         stop_button.click(stop, queue=False)
         clear.click(lambda: ([], []), outputs=[chat, history], queue=False)
+        chat.clear(lambda: [], outputs=history, queue=False)
         timer = gr.Timer(status_every)
         timer.tick(refresh_status, outputs=status_line, concurrency_limit=None, show_progress="hidden")
         page.load(refresh_status, outputs=status_line, concurrency_limit=None, show_progress="hidden")
