@@ -1,0 +1,85 @@
+"""`python -m client.cli` against the real local server serving the slow test servable."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+ANSWER_12 = "[turn 1] " + " ".join(f"word{i}" for i in range(1, 13))
+
+
+def test_answer_then_sources_then_timing_exit_0(slow_server, run_cli):
+    result = run_cli("How do I set it up?", url=slow_server.grpc_url)
+    assert result.returncode == 0, result.stderr
+    answer, sources = result.stdout.split("Sources:\n")
+    assert answer.strip() == ANSWER_12
+    assert "[1] Setup guide - guide/setup.md (score 0.91)" in sources
+    assert "About: How do I set it up?" in sources
+    assert "[2] FAQ - https://example.com/faq (score 0.42)" in sources
+    assert "tokens/s" in result.stderr and "first token" in result.stderr
+
+
+def test_max_new_tokens_and_no_rag_go_to_the_server(slow_server, run_cli):
+    result = run_cli("Short, please", "--max-new-tokens", "4", "--no-rag", url=slow_server.grpc_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[turn 1] word1 word2 word3 word4"
+    assert slow_server.log.requests()[-1] == {
+        "messages": [{"role": "user", "content": "Short, please"}],
+        "max_new_tokens": 4,
+        "use_rag": False,
+        "format": "json",
+    }
+
+
+def test_interactive_mode_keeps_the_history(slow_server, run_cli):
+    result = run_cli("--max-new-tokens", "2", url=slow_server.grpc_url, stdin="First?\n\nSecond?\n")
+    assert result.returncode == 0, result.stderr
+    assert "[turn 1] word1 word2" in result.stdout and "[turn 2] word1 word2" in result.stdout
+    second = slow_server.log.requests()[-1]["messages"]
+    assert second == [
+        {"role": "user", "content": "First?"},
+        {"role": "assistant", "content": "[turn 1] word1 word2"},
+        {"role": "user", "content": "Second?"},
+    ]
+
+
+def test_unreachable_server_exit_3_with_one_line(unused_port, run_cli):
+    for args in (("Anyone there?",), ()):
+        result = run_cli(*args, url=f"127.0.0.1:{unused_port}", stdin="")
+        assert result.returncode == 3
+        assert result.stderr.strip().count("\n") == 0
+        assert "not reachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_server_error_exit_1_with_one_line(slow_server, run_cli):
+    result = run_cli("please fail", url=slow_server.grpc_url)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: The server could not answer: pre_prompt: the test servable was asked to fail"
+    )
+
+
+def test_ctrl_c_stops_the_answer_in_the_server(slow_server):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "client.cli", "--url", slow_server.grpc_url, "--max-new-tokens", "400"]
+        + ["Go on"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.read(len("[turn 1] word1")) == "[turn 1] word1"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130
+    assert "cancelled" in err and "Traceback" not in err
+    cancelled = slow_server.log.wait_for_cancellations()
+    assert len(cancelled) == 1 and cancelled[0]["words_sent"] < 400
