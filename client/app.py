@@ -184,9 +184,13 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
             clear = gr.Button("Clear", scale=1, elem_id="clear")
         gr.Examples(examples=EXAMPLES, inputs=question, label="Example questions")
         with gr.Accordion("Settings", open=False, elem_id="settings"):
-            max_new_tokens = gr.Slider(16, 2048, value=256, step=16, label="Max new tokens")
-            temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.1, label="Temperature (0 = greedy)")
-            use_rag = gr.Checkbox(value=True, label="Use the documents (RAG)")
+            max_new_tokens = gr.Slider(
+                16, 2048, value=256, step=16, label="Max new tokens", elem_id="max-new-tokens"
+            )
+            temperature = gr.Slider(
+                0.0, 2.0, value=0.0, step=0.1, label="Temperature (0 = greedy)", elem_id="temperature"
+            )
+            use_rag = gr.Checkbox(value=True, label="Use the documents (RAG)", elem_id="use-rag")
 
         ask_inputs = [question, chat, history, max_new_tokens, temperature, use_rag]
         ask_outputs = [chat, history, question]
