@@ -1,0 +1,84 @@
+"""The Gradio page in headless Chromium, against the real local server serving the slow test servable."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.browser
+
+ANSWER = "#chat [data-testid='bot']:not(.thought *)"
+SOURCES = "#chat .thought"
+
+
+def set_max_new_tokens(page: Page, value: int) -> None:
+    field = page.locator("#max-new-tokens input[type=number]")
+    field.fill(str(value))
+    field.press("Enter")
+    expect(page.locator("#max-new-tokens input[type=range]")).to_have_value(str(value))
+
+
+def ask(page: Page, question: str) -> None:
+    page.fill("#question textarea", question)
+    page.press("#question textarea", "Enter")
+
+
+def answer_text(page: Page, index: int) -> str:
+    return page.locator(ANSWER).nth(index).inner_text()
+
+
+def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_page, browser_page, artifacts):
+    page = browser_page
+    page.goto(start_page(slow_server.grpc_url))
+    expect(page.locator("#status-line")).to_contain_text("Ready", timeout=30_000)
+    page.click("#settings")
+    set_max_new_tokens(page, 48)
+
+    ask(page, "How do I set it up?")
+    # The answer grows word by word.
+    expect(page.locator(ANSWER).first).to_contain_text("word2", timeout=10_000)
+    early = answer_text(page, 0)
+    expect(page.locator(ANSWER).first).to_contain_text("word30", timeout=10_000)
+    assert len(answer_text(page, 0)) > len(early)
+    # The sources appear under it, folded until opened.
+    sources = page.locator(SOURCES).first
+    expect(sources).to_contain_text("Sources (2)")
+    expect(sources).not_to_contain_text("About: How do I set it up?")
+    # When it ends: timing from end_signal.
+    expect(page.locator(ANSWER).first).to_contain_text("tokens/s", timeout=10_000)
+    assert "first token" in answer_text(page, 0)
+    sources.locator(".title").click()
+    expect(sources).to_contain_text("About: How do I set it up?")
+    expect(sources).to_contain_text("guide/setup.md")
+    expect(sources).to_contain_text("score 0.91")
+    page.screenshot(path=str(artifacts / "client-page.png"), full_page=True)
+
+    # A long answer, stopped from the page: the server's generator is closed too.
+    set_max_new_tokens(page, 2048)
+    ask(page, "Tell me everything.")
+    expect(page.locator(ANSWER).nth(1)).to_contain_text("word3", timeout=10_000)
+    page.click("#stop")
+    expect(page.locator(ANSWER).nth(1)).to_contain_text("Stopped.", timeout=10_000)
+    cancelled = slow_server.log.wait_for_cancellations()
+    assert len(cancelled) == 1
+    assert cancelled[0]["question"] == "Tell me everything." and cancelled[0]["words_sent"] < 2048
+    page.screenshot(path=str(artifacts / "client-page-stopped.png"), full_page=True)
+
+    # Multi-turn: the second question went with the first answer.
+    second = slow_server.log.requests()[-1]
+    assert second["format"] == "json" and second["max_new_tokens"] == 2048
+    assert [m["role"] for m in second["messages"]] == ["user", "assistant", "user"]
+    assert second["messages"][1]["content"].startswith("[turn 1] word1 word2")
+    assert "tokens/s" not in second["messages"][1]["content"]
+    assert answer_text(page, 1).startswith("[turn 2] word1")
+
+
+def test_page_says_plainly_when_the_server_is_down(unused_port, start_page, browser_page, artifacts):
+    page = browser_page
+    page.goto(start_page(f"127.0.0.1:{unused_port}"))
+    expect(page.locator("#status-line")).to_contain_text("Server down", timeout=30_000)
+    ask(page, "Is anyone there?")
+    expect(page.locator(ANSWER).first).to_contain_text("is not reachable", timeout=20_000)
+    page.screenshot(path=str(artifacts / "client-page-server-down.png"), full_page=True)
+    body = page.locator("body").inner_text()
+    assert "Traceback" not in body and "Exception" not in body
