@@ -177,12 +177,22 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+@dataclass
+class ServableCopy:
+    config: Path
+    env: dict[str, str]
+
+
 @pytest.fixture
-def servable_copy(tmp_path: Path) -> Path:
-    """A temporary copy of servable_stream/ (models linked, not copied) with its own index folder."""
+def servable_copy(tmp_path: Path) -> ServableCopy:
+    """A temporary copy of servable_stream/ (its code, config and documents; the default models used
+    in place) with its own index folder, so that the repository tree is not modified."""
     source = REPO / "servable_stream"
-    models = ["smollm2-135m-instruct_INT4_compressed_weights", "all-MiniLM-L6-v2"]
-    missing = [name for name in models if not (source / name / "openvino_model.xml").exists()]
+    models = {
+        "LLM_MODEL_DIR": source / "smollm2-135m-instruct_INT4_compressed_weights",
+        "EMBEDDING_MODEL_DIR": source / "all-MiniLM-L6-v2",
+    }
+    missing = [str(folder) for folder in models.values() if not (folder / "openvino_model.xml").exists()]
     if missing or not (source / "config.json").exists():
         pytest.skip(f"the real servable or its default models are missing ({missing}): run `make models`")
     target = tmp_path / "servable_stream"
@@ -193,6 +203,5 @@ def servable_copy(tmp_path: Path) -> Path:
             shutil.copy2(item, target / item.name)
         elif item.name in ("ragbot", "documents"):
             shutil.copytree(item, target / item.name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in models:
-        (target / name).symlink_to(source / name, target_is_directory=True)
-    return target
+    env = {name: str(folder) for name, folder in models.items()}
+    return ServableCopy(target / "config.json", {**env, "RAG_INDEX_DIR": str(target / ".rag_index")})

@@ -5,6 +5,7 @@ one word every CLIENT_TEST_DELAY_S seconds (default 0.05), after `sources` and b
 Every request is appended to $CLIENT_TEST_LOG_DIR/requests.jsonl; a generator closed before its end
 (a cancelled stream) appends a line to $CLIENT_TEST_LOG_DIR/cancelled.jsonl.
 A question containing "please fail" fails at once; "fail midway" fails after three words.
+With CLIENT_TEST_FAIL_INITIALIZE set, initialize fails, so the graph is never ready.
 """
 
 import json
@@ -38,6 +39,8 @@ def text_tensor(name: str, text: str) -> list:
 
 class OvmsPythonModel:
     def initialize(self, kwargs: dict) -> None:
+        if os.environ.get("CLIENT_TEST_FAIL_INITIALIZE"):
+            raise RuntimeError("the test servable was asked not to start")
         self.log_dir = Path(os.environ["CLIENT_TEST_LOG_DIR"])
         self.delay = float(os.environ.get("CLIENT_TEST_DELAY_S", "0.05"))
 
