@@ -43,8 +43,13 @@ def test_follow_up_question_and_no_rag(real_server):
     client = OvmsClient(real_server.grpc_url)
     first = [{"role": "user", "content": EXAMPLES[0]}]
     answer = "".join(e.text for e in client.ask(first, SHORT) if isinstance(e, TextPiece))
-    follow_up = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "Say it shorter."}]
-    events = list(client.ask(follow_up, GenerationSettings(max_new_tokens=24, temperature=0.0, use_rag=False)))
+    follow_up = [
+        *first,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "Say it shorter."},
+    ]
+    no_rag = GenerationSettings(max_new_tokens=24, temperature=0.0, use_rag=False)
+    events = list(client.ask(follow_up, no_rag))
     assert events[0] == Sources(())
     assert isinstance(events[-1], EndSignal) and events[-1].generated_tokens > 0
 
