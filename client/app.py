@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import html
+import math
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,6 +63,24 @@ class ActiveAnswers:
             stream.cancel()
 
 
+class SharedStatus:
+    """The server's readiness, asked at most once per `max_age` seconds however many pages are open."""
+
+    def __init__(self, client: OvmsClient, max_age: float) -> None:
+        self._client = client
+        self._max_age = max_age
+        self._lock = threading.Lock()
+        self._checked_at = -math.inf
+        self._status: ServerStatus | None = None
+
+    def get(self) -> ServerStatus:
+        with self._lock:
+            if self._status is None or time.monotonic() - self._checked_at > self._max_age:
+                self._status = self._client.status()
+                self._checked_at = time.monotonic()
+            return self._status
+
+
 def sources_markdown(sources: Sources) -> str:
     """Each source: its document (a link when it is a URL), relevance score and snippet."""
     blocks = []
@@ -101,6 +121,7 @@ def answer_footer(end: EndSignal | None, stopped: bool, error: str | None) -> st
 def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.Blocks:
     """The chat page: status line, chat, stop button, examples and folded settings."""
     active = ActiveAnswers()
+    status = SharedStatus(client, max_age=status_every / 2)
 
     def respond(
         question: str,
@@ -158,7 +179,7 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
         active.cancel(request.session_hash)
 
     def refresh_status() -> str:
-        return status_markdown(client.status())
+        return status_markdown(status.get())
 
     with gr.Blocks(title="RAG chatbot · OpenVINO Model Server", analytics_enabled=False) as page:
         gr.Markdown(
