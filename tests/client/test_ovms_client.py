@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from client.ovms_client import (
     EndSignal,
@@ -16,6 +17,7 @@ from client.ovms_client import (
 
 QUESTION = [{"role": "user", "content": "How do I set it up?"}]
 DEFAULTS = GenerationSettings()
+SLOW_CONFIG = Path(__file__).resolve().parent / "slow_servable" / "config.json"
 
 
 def collect(
@@ -125,3 +127,13 @@ def test_unreachable_server_is_a_plain_message(unused_port):
     events = list(client.ask(QUESTION))
     assert len(events) == 1 and isinstance(events[0], StreamError)
     assert events[0].unreachable and "not reachable" in events[0].message
+
+
+def test_graph_that_is_not_ready_is_a_plain_message(ovms_server, tmp_path):
+    env = {"CLIENT_TEST_LOG_DIR": str(tmp_path), "CLIENT_TEST_FAIL_INITIALIZE": "1"}
+    client = OvmsClient(ovms_server(SLOW_CONFIG, env=env).grpc_url)
+    status = client.status()
+    assert status.live and not status.model_ready and "not ready" in status.message
+    events = list(client.ask(QUESTION))
+    assert len(events) == 1 and isinstance(events[0], StreamError)
+    assert "'python_model' is not ready" in events[0].message and not events[0].unreachable
