@@ -31,7 +31,11 @@ from client.ovms_client import (
 
 # Questions the bundled sample documents (servable_stream/documents/) answer.
 EXAMPLES = [
-    "What is OpenVINO Model Server?",
+    "How long does the Harvest Tern HT-7 fly on one battery?",
+    "How much does the Harvest Tern HT-7 cost?",
+    "What does error code E-719 mean?",
+    "Who founded Lumenfold Robotics, and when?",
+    "Can I return a drone?",
 ]
 WAITING = "…"
 ChatValue = list[dict[str, Any]]
