@@ -1,0 +1,5 @@
+"""Bad: defines no OvmsPythonModel."""
+
+
+class SomethingElse:
+    pass

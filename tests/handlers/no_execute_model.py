@@ -1,0 +1,6 @@
+"""Bad: OvmsPythonModel without execute."""
+
+
+class OvmsPythonModel:
+    def initialize(self, kwargs):
+        pass
