@@ -1,0 +1,113 @@
+"""Part 2, the limit: the same prompts straight on OpenVINO GenAI, no server and no retrieval.
+
+One stream uses the plain `LLMPipeline` with a streamer; several streams use the
+`ContinuousBatchingPipeline`, stepped here, each stream adding its next request when its last one ends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openvino_genai as ov_genai
+
+from bench.timing import GenerationResult, RequestTiming, now
+
+# KV-cache size (GB) for the continuous-batching pipeline; plenty for 16 x (prompt + 128) tokens.
+CACHE_SIZE_GB = 1
+
+
+def generation_config(max_new_tokens: int) -> ov_genai.GenerationConfig:
+    """Greedy, exactly `max_new_tokens` tokens, on a prompt that is already chat-formatted."""
+    config = ov_genai.GenerationConfig()
+    config.max_new_tokens = max_new_tokens
+    config.ignore_eos = True
+    config.do_sample = False
+    config.apply_chat_template = False
+    return config
+
+
+def chat_prompt(tokenizer: ov_genai.Tokenizer, question: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+
+
+class _TokenClock(ov_genai.StreamerBase):
+    """Streamer that records when each generated token comes out of the pipeline."""
+
+    def __init__(self, timing: RequestTiming) -> None:
+        super().__init__()
+        self.timing = timing
+
+    def write(self, token) -> ov_genai.StreamingStatus:
+        count = len(token) if isinstance(token, list) else 1
+        stamp = now()
+        self.timing.arrivals.append(stamp)
+        self.timing.tokens += count
+        return ov_genai.StreamingStatus.RUNNING
+
+    def end(self) -> None:
+        self.timing.end = now()
+
+
+class GenAI:
+    """Both pipelines over one model (a folder with an OpenVINO IR, or a GGUF file)."""
+
+    def __init__(self, model: Path, max_new_tokens: int) -> None:
+        self.plain = ov_genai.LLMPipeline(str(model), "CPU")
+        scheduler = ov_genai.SchedulerConfig()
+        scheduler.cache_size = CACHE_SIZE_GB
+        self.batching = ov_genai.ContinuousBatchingPipeline(str(model), scheduler, "CPU")
+        self.tokenizer = self.plain.get_tokenizer()
+        self.config = generation_config(max_new_tokens)
+        self._next_id = 0
+        warm = generation_config(4)
+        self.plain.generate(chat_prompt(self.tokenizer, "Hello"), warm)
+        self.batching.generate([chat_prompt(self.tokenizer, "Hello")], [warm])
+
+    def run(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> GenerationResult:
+        if streams == 1:
+            requests = [self._plain(prompts[r % len(prompts)]) for r in range(rounds)]
+        else:
+            requests = self._batched(streams, rounds, prompts)
+        return GenerationResult("genai", streams, requests)
+
+    def _timing(self, prompt: str) -> RequestTiming:
+        tokens = self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[-1]
+        return RequestTiming(start=now(), extra={"prompt_tokens": int(tokens)})
+
+    def _plain(self, question: str) -> RequestTiming:
+        prompt = chat_prompt(self.tokenizer, question)
+        timing = self._timing(prompt)
+        self.plain.generate(prompt, self.config, _TokenClock(timing))
+        timing.end = timing.end or now()
+        return timing
+
+    def _batched(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> list[RequestTiming]:
+        """Keep `streams` requests in flight; stream i asks prompts i, i+1, ... in turn."""
+        pending = {i: [prompts[(i + r) % len(prompts)] for r in range(rounds)] for i in range(streams)}
+        active: dict[int, tuple[ov_genai.GenerationHandle, RequestTiming]] = {}
+        done: list[RequestTiming] = []
+
+        def submit(stream: int) -> None:
+            if pending[stream]:
+                prompt = chat_prompt(self.tokenizer, pending[stream].pop(0))
+                timing = self._timing(prompt)
+                self._next_id += 1
+                active[stream] = (self.batching.add_request(self._next_id, prompt, self.config), timing)
+
+        for stream in range(streams):
+            submit(stream)
+        while active:
+            self.batching.step()
+            stamp = now()
+            for stream, (handle, timing) in list(active.items()):
+                while handle.can_read():
+                    for output in handle.read().values():
+                        if output.generated_ids:
+                            timing.arrivals.append(stamp)
+                            timing.tokens += len(output.generated_ids)
+                if handle.get_status() != ov_genai.GenerationStatus.RUNNING:
+                    timing.end = stamp
+                    done.append(timing)
+                    del active[stream]
+                    submit(stream)
+        return done

@@ -1,0 +1,81 @@
+"""Part 3, the reference demo's approach: one optimum-intel `OVModelForCausalLM` per concurrent request,
+Hugging Face `generate` on its own thread feeding a `TextIteratorStreamer` that the request's thread reads.
+
+(The reference demo cloned one compiled model per request with a fork of optimum-intel that had
+`clone()`; current optimum-intel has none, so each stream loads its own instance here.)
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from optimum.intel import OVModelForCausalLM
+from transformers import AutoTokenizer, TextIteratorStreamer
+
+from bench.timing import GenerationResult, RequestTiming, now, run_streams
+
+# The OpenVINO settings the reference demo compiled its model with.
+REFERENCE_OV_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": ""}
+
+
+class _TimedStreamer(TextIteratorStreamer):
+    """A TextIteratorStreamer that also notes when each generated token reaches it."""
+
+    def __init__(self, tokenizer, timing: RequestTiming) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.timing = timing
+
+    def put(self, value) -> None:
+        if not self.next_tokens_are_prompt:
+            self.timing.arrivals.append(now())
+            self.timing.tokens += int(value.numel())
+        super().put(value)
+
+
+class Reference:
+    """`streams` model instances, loaded once and reused by every level up to that many streams."""
+
+    def __init__(self, model_dir: Path, streams: int, max_new_tokens: int) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.models = [
+            OVModelForCausalLM.from_pretrained(model_dir, device="CPU", ov_config=REFERENCE_OV_CONFIG)
+            for _ in range(streams)
+        ]
+        self.max_new_tokens = max_new_tokens
+        for model in self.models:  # the first generate of each instance sets it up; keep it out of the runs
+            self._generate(model, "Hello", 4)
+
+    def run(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> GenerationResult:
+        if streams > len(self.models):
+            raise ValueError(f"reference: {streams} streams but only {len(self.models)} models loaded")
+        requests = run_streams(
+            streams, rounds, prompts, lambda i, q: self._generate(self.models[i], q, self.max_new_tokens)
+        )
+        return GenerationResult("reference", streams, requests)
+
+    def _generate(self, model: OVModelForCausalLM, question: str, max_new_tokens: int) -> RequestTiming:
+        timing = RequestTiming(start=now())
+        inputs = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        timing.extra["prompt_tokens"] = int(inputs["input_ids"].shape[-1])
+        streamer = _TimedStreamer(self.tokenizer, timing)
+        kwargs = dict(
+            **inputs,
+            streamer=streamer,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.eos_token_id,
+        )
+        worker = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
+        worker.start()
+        for _piece in streamer:
+            pass
+        worker.join()
+        timing.end = now()
+        return timing

