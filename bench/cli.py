@@ -1,0 +1,170 @@
+"""Command line of the benchmark: runs every part not skipped, prints the tables and writes
+results.md and results.png."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import report
+from bench.settings import PARTS, PROMPTS, REPO, SERVER_PARTS, Settings
+
+console = Console()
+
+
+def _streams(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(item) for item in text.split(",") if item.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--streams must be comma-separated integers, got {text!r}"
+        ) from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"--streams must list numbers >= 1, got {text!r}")
+    return values
+
+
+def _skip(text: str) -> frozenset[str]:
+    parts = frozenset(item.strip() for item in text.split(",") if item.strip())
+    unknown = parts - PARTS.keys()
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"--skip: unknown part(s) {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}"
+        )
+    return parts
+
+
+def parse_args(argv: list[str]) -> Settings:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        prog="scripts/benchmark.py",
+        description="Benchmark the servable against OpenVINO GenAI and the reference demo's approach.",
+        epilog="Parts: " + "; ".join(f"{key} = {text}" for key, text in PARTS.items()),
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny settings (for the smoke test)")
+    parser.add_argument("--streams", type=_streams, help="concurrent streams, e.g. 1,4,16 (default 1,4,16)")
+    parser.add_argument("--max-new-tokens", type=int, help="tokens generated per request (default 128)")
+    parser.add_argument("--skip", type=_skip, default=frozenset(), help="comma-separated parts to skip")
+    parser.add_argument(
+        "--out", type=Path, default=defaults.out, help="folder for results.md and results.png"
+    )
+    parser.add_argument("--llm", type=Path, default=defaults.llm_dir, help="LLM folder (OpenVINO IR)")
+    parser.add_argument(
+        "--embedding", type=Path, default=defaults.embedding_dir, help="embedding model folder"
+    )
+    args = parser.parse_args(argv)
+    if args.max_new_tokens is not None and args.max_new_tokens < 2:
+        parser.error(f"--max-new-tokens must be at least 2, got {args.max_new_tokens}")
+    overrides = {"skip": args.skip, "out": args.out, "llm_dir": args.llm, "embedding_dir": args.embedding}
+    if args.streams:
+        overrides["streams"] = args.streams
+    if args.max_new_tokens:
+        overrides["max_new_tokens"] = args.max_new_tokens
+    return Settings.quick(**overrides) if args.quick else Settings(**overrides)
+
+
+def _context(settings: Settings) -> dict[str, str]:
+    import openvino
+
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"OpenVINO {openvino.__version__}",
+        "cpus": str(os.cpu_count()),
+        "models": f"LLM {settings.llm_dir.name}, embeddings {settings.embedding_dir.name}",
+        "requests": f"{settings.max_new_tokens} new tokens each (ignore_eos, greedy), "
+        f"{len(PROMPTS)} fixed prompts, {settings.requests_per_level} or more requests per level",
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def _run(outcome: report.Outcome, parts: set[str], label: str, step: Callable[[], None]) -> None:
+    """Run one step covering `parts`; a failure is recorded against them and the run goes on."""
+    wanted = {p for p in parts if outcome.settings.runs(p)}
+    for part in parts - wanted:
+        outcome.problems[part] = "skipped"
+    if not wanted:
+        return
+    console.rule(label)
+    started = time.monotonic()
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - reported in the table; the other parts still run
+        traceback.print_exc()
+        for part in wanted:
+            outcome.problems[part] = f"error: {type(exc).__name__}: {exc}".splitlines()[0]
+    console.log(f"{label}: {time.monotonic() - started:.0f} s")
+    gc.collect()
+
+
+def run(settings: Settings, command: str) -> report.Outcome:
+    outcome = report.Outcome(settings, command, context=_context(settings))
+
+    def embeddings() -> None:
+        from bench import embeddings
+
+        outcome.values |= embeddings.measure(settings)
+
+    def server() -> None:
+        from bench import servable
+
+        results, values = servable.measure(settings, outcome.values.get("ov_chunks_per_s"))
+        outcome.generation += results
+        outcome.values |= values
+
+    def genai() -> None:
+        from bench.genai import GenAI
+
+        pipelines = GenAI(settings.llm_dir, settings.max_new_tokens)
+        for streams in settings.streams:
+            outcome.generation.append(pipelines.run(streams, settings.rounds(streams), PROMPTS))
+
+    def reference() -> None:
+        from bench.reference import Reference
+
+        models = Reference(settings.llm_dir, max(settings.streams), settings.max_new_tokens)
+        for streams in settings.streams:
+            outcome.generation.append(models.run(streams, settings.rounds(streams), PROMPTS))
+
+    _run(outcome, {"retrieval", "indexing"}, "4, 5a. retrieval and indexing", embeddings)
+    _run(outcome, set(SERVER_PARTS), "1, 5b, 6, 7. through the local server", server)
+    _run(outcome, {"genai"}, "2. OpenVINO GenAI", genai)
+    _run(outcome, {"reference"}, "3. reference approach", reference)
+    outcome.context["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    settings = parse_args(argv)
+    python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else "python"
+    command = shlex.join([python, "scripts/benchmark.py", *argv])
+    started = time.monotonic()
+    outcome = run(settings, command)
+    outcome.context["duration"] = f"{time.monotonic() - started:.0f} s"
+    settings.out.mkdir(parents=True, exist_ok=True)
+    plotted = report.plot(outcome, settings.out / "results.png")
+    tables, found = report.tables(outcome)
+    report.print_tables(tables, console)
+    text = report.markdown(outcome, tables, found, "results.png" if plotted else None)
+    (settings.out / "results.md").write_text(text, encoding="utf-8")
+    console.print(f"wrote {settings.out / 'results.md'}" + (" and results.png" if plotted else ""))
+    errors = [part for part, problem in outcome.problems.items() if problem.startswith("error")]
+    if errors:
+        console.print(f"[red]parts that failed: {', '.join(sorted(errors))}[/red]")
+    return 1 if errors else 0

@@ -1,0 +1,181 @@
+"""The local server as a black box: a temporary copy of the servable, the server subprocess on free
+loopback ports, a tritonclient streaming client, its Prometheus metrics and its memory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import requests
+import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.settings import REPO, SERVABLE_DIR
+from bench.timing import RequestTiming, now
+
+MODEL_NAME = "python_model"
+SERVABLE_FILES = ("config.json", "graph.pbtxt", "model.py")
+READY_TIMEOUT_S = 600
+ANSWER_TIMEOUT_S = 300
+
+
+def make_servable_copy(root: Path, llm_dir: Path, embedding_dir: Path) -> dict[str, str]:
+    """Copy the servable's code into `root` with links to the model folders; returns the servable's env."""
+    for name in SERVABLE_FILES:
+        shutil.copy2(SERVABLE_DIR / name, root / name)
+    shutil.copytree(SERVABLE_DIR / "ragbot", root / "ragbot", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in (llm_dir, embedding_dir):
+        (root / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+    return {"LLM_MODEL_DIR": llm_dir.name, "EMBEDDING_MODEL_DIR": embedding_dir.name}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`python -m local_ovms` on a servable folder; stopped (SIGTERM, then kill) by `stop()`."""
+
+    def __init__(self, servable: Path, env: dict[str, str]) -> None:
+        self.servable = servable
+        self.port, self.rest_port = _free_port(), _free_port()
+        self.grpc_url = f"127.0.0.1:{self.port}"
+        self.rest_url = f"http://127.0.0.1:{self.rest_port}"
+        self.log_path = servable / "server.log"
+        command = [sys.executable, "-m", "local_ovms", "--config_path", str(servable / "config.json"),
+                   "--port", str(self.port), "--rest_port", str(self.rest_port)]  # fmt: skip
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=os.environ | env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.memory = MemorySampler(self.process.pid)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
+                try:
+                    if client.is_server_ready() and client.is_model_ready(MODEL_NAME):
+                        return
+                except Exception:  # noqa: BLE001 - not listening yet
+                    pass
+                time.sleep(0.5)
+        finally:
+            client.close()
+        raise TimeoutError(f"server not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Current value of one sample of /metrics (0 when absent)."""
+        text = requests.get(f"{self.rest_url}/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                    return float(sample.value)
+        return 0.0
+
+    def stop(self) -> None:
+        self.memory.stop()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class MemorySampler:
+    """Samples the RSS of a process and its children every 50 ms; `peak()` since the last `reset()`."""
+
+    def __init__(self, pid: int, period: float = 0.05) -> None:
+        self.process = psutil.Process(pid)
+        self.period = period
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def rss(self) -> int:
+        total = 0
+        for proc in [self.process, *self.process.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self._peak = max(self._peak, self.rss())
+            except psutil.Error:
+                return
+
+    def reset(self) -> None:
+        self._peak = self.rss()
+
+    def peak(self) -> int:
+        return max(self._peak, self.rss())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class StreamClient:
+    """One benchmark user: a tritonclient connection that asks one question per gRPC stream."""
+
+    def __init__(self, url: str) -> None:
+        self.client = grpcclient.InferenceServerClient(url)
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def _on_response(self, result, error) -> None:
+        self._events.put((now(), result, error))
+
+    def ask(self, request: dict) -> RequestTiming:
+        """Send one JSON request and time its answer; `extra` gets `sources` and the end_signal fields."""
+        tensor = grpcclient.InferInput("pre_prompt", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([json.dumps(request).encode()], dtype=object))
+        timing = RequestTiming(start=now())
+        self.client.start_stream(callback=self._on_response)
+        try:
+            self.client.async_stream_infer(MODEL_NAME, [tensor])
+            while True:
+                stamp, result, error = self._events.get(timeout=ANSWER_TIMEOUT_S)
+                if error is not None:
+                    raise RuntimeError(f"servable error: {error}")
+                name = result.get_response().outputs[0].name
+                text = result.as_numpy(name).tobytes().decode("utf-8")
+                if name == "sources":
+                    timing.extra["sources"] = json.loads(text)
+                    timing.extra["sources_at"] = stamp
+                elif name == "completion":
+                    timing.arrivals.append(stamp)
+                elif name == "end_signal":
+                    timing.extra |= json.loads(text)
+                    timing.tokens = timing.extra["generated_tokens"]
+                    timing.end = stamp
+                    return timing
+        finally:
+            self.client.stop_stream()
+
+    def close(self) -> None:
+        self.client.close()
