@@ -17,7 +17,9 @@ from pyovms import Tensor
 def _mark(name: str) -> None:
     directory = os.environ.get("LOCAL_OVMS_TEST_MARKERS")
     if directory:
-        Path(directory, name).write_text(repr(time.time()))
+        temporary = Path(directory, f".{name}.tmp")
+        temporary.write_text(repr(time.time()))
+        os.replace(temporary, Path(directory, name))
 
 
 class OvmsPythonModel:
