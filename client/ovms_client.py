@@ -202,14 +202,15 @@ class OvmsClient:
 
     def error_for(self, error: InferenceServerException, answered: bool) -> StreamError:
         """A plain message for a failed stream."""
-        if _is_unavailable(error):
-            if answered:
+        if answered:
+            if _is_unavailable(error):
                 return StreamError("The connection to the server was lost during the answer.", True)
+            return StreamError(f"The server could not answer: {error.message() or 'unknown error'}")
+        status = self.status()
+        if not status.live:
             return StreamError(f"The server at {self.url} is not reachable. Is it running?", True)
-        if not answered:
-            status = self.status()
-            if status.live and not status.model_ready:
-                return StreamError(f"The server is up but the graph '{self.model_name}' is not ready yet.")
+        if not status.model_ready:
+            return StreamError(f"The server is up but the graph '{self.model_name}' is not ready yet.")
         return StreamError(f"The server could not answer: {error.message() or 'unknown error'}")
 
 
