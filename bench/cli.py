@@ -19,7 +19,7 @@ from rich.console import Console
 from bench import report
 from bench.settings import PARTS, PROMPTS, REPO, SERVER_PARTS, Settings
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _streams(text: str) -> tuple[int, ...]:
@@ -85,7 +85,6 @@ def _context(settings: Settings) -> dict[str, str]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"OpenVINO {openvino.__version__}",
-        "cpus": str(os.cpu_count()),
         "models": f"LLM {settings.llm_dir.name}, embeddings {settings.embedding_dir.name}",
         "requests": f"{settings.max_new_tokens} new tokens each (ignore_eos, greedy), "
         f"{len(PROMPTS)} fixed prompts, {settings.requests_per_level} or more requests per level",

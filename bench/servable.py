@@ -52,9 +52,11 @@ class ServerBench:
             text = document(i, self.settings.document_sentences) + f" Revision {revision}."
             self.document_path(i).write_text(text, encoding="utf-8")
 
-    def write_docs_txt(self, extra: tuple[str, ...] = ()) -> None:
+    def write_docs_txt(self, revision: int = 0, extra: tuple[str, ...] = ()) -> None:
+        """docs.txt listing every document; the servable watches only this file, so a changed
+        document is announced by rewriting it (with a revision comment, so its content changes too)."""
         paths = (self.document_path(i) for i in range(self.settings.documents))
-        lines = [path.relative_to(self.root).as_posix() for path in paths]
+        lines = [f"# benchmark revision {revision}", *(p.relative_to(self.root).as_posix() for p in paths)]
         (self.root / "docs.txt").write_text("\n".join([*lines, *extra]) + "\n", encoding="utf-8")
 
     # index builds ------------------------------------------------------------------------------
@@ -82,7 +84,7 @@ class ServerBench:
         builds, status = self._builds(), self._status_stamp()
         start = now()
         self.write_documents(revision, indexes)
-        self.write_docs_txt()
+        self.write_docs_txt(revision)
         report = self.wait_for_build(builds, status)
         return {
             "wall_s": now() - start,
@@ -123,7 +125,7 @@ def _live_reload(bench: ServerBench, ov_chunks_per_s: float | None) -> dict[str,
     client = StreamClient(bench.server.grpc_url)
     try:
         start = now()
-        bench.write_docs_txt(extra=(NEW_DOCUMENT,))
+        bench.write_docs_txt(revision=3, extra=(NEW_DOCUMENT,))
         while now() - start < RELOAD_TIMEOUT_S:
             answer = client.ask(bench.request(NEW_QUESTION, use_rag=True, max_new_tokens=1))
             if any(source["document"] == NEW_DOCUMENT for source in answer.extra["sources"]):
