@@ -1,0 +1,85 @@
+"""Smoke test of the benchmark's plumbing: `scripts/benchmark.py --quick` runs every part on the real
+offline models through the real local server, and its tables have every row and column."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "benchmark.py"
+MODELS = (
+    REPO / "servable_stream" / "smollm2-135m-instruct_INT4_compressed_weights" / "openvino_model.xml",
+    REPO / "servable_stream" / "all-MiniLM-L6-v2" / "openvino_model.xml",
+)
+NUMBER = re.compile(r"^-?[\d,]+\.\d+$")
+
+
+def _tables(markdown: str) -> dict[str, list[list[str]]]:
+    """Markdown tables by their `## ` heading: header row first, then the body rows."""
+    tables: dict[str, list[list[str]]] = {}
+    title = ""
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+        elif line.startswith("|") and not line.startswith("|---"):
+            tables.setdefault(title, []).append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return tables
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
+    missing = [str(p.parent.name) for p in MODELS if not p.exists()]
+    if missing:
+        pytest.skip(f"model folders missing: {', '.join(missing)} (run `make models`)")
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=840,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "Targets (issue 8)" in run.stdout  # the printed (rich) table
+
+    markdown = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "scripts/benchmark.py --quick --out" in markdown  # the command that made it
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tables = _tables(markdown)
+
+    generation = tables["Generation (client-side timings)"]
+    assert generation[0] == ["System", "Streams", "TTFT p50 ms", "TTFT p95 ms", "ITL p50 ms", "ITL p95 ms",
+                             "Decode tok/s", "Tok/s per stream", "Tok/s aggregate"]  # fmt: skip
+    rows = [(row[0], row[1]) for row in generation[1:]]
+    expected = [("1. servable", "1"), ("1. servable", "2"), ("1. servable + RAG", "1"), ("2. GenAI", "1"),
+                ("2. GenAI", "2"), ("3. reference", "1"), ("3. reference", "2")]  # fmt: skip
+    assert rows == expected
+    for row in generation[1:]:
+        assert all(NUMBER.match(cell) for cell in row[2:]), row
+
+    found = tables["Targets (issue 8)"]
+    assert found[0] == ["Target", "Measured", "Goal", "Result"]
+    assert len(found) == 1 + 10
+    for row in found[1:]:
+        assert row[3] in ("PASS", "MISS") and row[1] != "n/a", row
+
+    other = tables["Retrieval, indexing, reload, memory"]
+    assert other[0] == ["Measurement", "Value"]
+    assert [row[0][:3] for row in other[1:]] == ["4. ", "5a.", "5a.", "5b.", "5b.", "6. ", "7. ", "7. "]
+    for row in other[1:]:
+        assert re.search(r"\d", row[1]) and "error" not in row[1], row
+    # Every target that was missed is explained in the notes.
+    for row in found[1:]:
+        if row[3] == "MISS":
+            assert f"**{row[0]}** (MISS)" in markdown
+
+
+def test_bad_flags_name_the_problem() -> None:
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--skip", "servable,nonsense", "--streams", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "unknown part(s) nonsense" in run.stderr
