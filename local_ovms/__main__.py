@@ -80,21 +80,18 @@ def _install_signal_handlers(stop: threading.Event, activity: Activity) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def _join_threads(timeout: float) -> None:
-    """Wait for worker threads; exit hard if a handler keeps one busy past ``timeout``."""
-    deadline = time.monotonic() + timeout
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    stuck = [
-        t.name
-        for t in threading.enumerate()
-        if t.is_alive() and not t.daemon and t is not threading.current_thread()
-    ]
-    if stuck:
-        log.warning("threads still busy in handlers (%s): exiting anyway", ", ".join(stuck))
+def _exit_if_stuck(timeout: float) -> None:
+    """Let the interpreter exit normally (atexit handlers run); exit hard if threads a handler keeps
+    busy hold it up for more than ``timeout`` seconds."""
+
+    def watchdog() -> None:
+        time.sleep(timeout)
+        busy = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
+        log.warning("threads still busy after shutdown (%s): exiting anyway", ", ".join(busy))
         logging.shutdown()
         os._exit(0)
+
+    threading.Thread(target=watchdog, name="exit-watchdog", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     executor.shutdown(wait=False, cancel_futures=True)
     if rest is not None:
         rest.stop()
-    _join_threads(2.0)
     log.info("stopped")
+    _exit_if_stuck(5.0)
     return 0
 
 
