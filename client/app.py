@@ -102,7 +102,12 @@ def sources_markdown(sources: Sources) -> str:
 
 
 def status_markdown(status: ServerStatus) -> str:
-    state = "Ready" if status.model_ready else ("Not ready" if status.live else "Server down")
+    if status.model_ready:
+        state = "Ready"
+    elif status.busy:
+        state = "Busy"
+    else:
+        state = "Not ready" if status.live else "Server down"
     return f"**{state}** · {status.message}"
 
 

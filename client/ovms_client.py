@@ -22,7 +22,8 @@ from tritonclient.utils import InferenceServerException
 DEFAULT_URL = "localhost:9000"
 DEFAULT_MODEL = "python_model"
 INPUT_NAME = "pre_prompt"
-STATUS_TIMEOUT_S = 2.0
+# A busy server (a long prompt being read) can take seconds to answer a health check.
+STATUS_TIMEOUT_S = 5.0
 
 Message = dict[str, str]
 
@@ -106,6 +107,7 @@ class ServerStatus:
     live: bool
     model_ready: bool
     message: str
+    busy: bool = False
 
 
 def build_request(messages: Sequence[Message], settings: GenerationSettings = GenerationSettings()) -> str:
@@ -163,8 +165,9 @@ def parse_output(name: str, payload: bytes) -> Event | None:
     return None
 
 
-def _is_unavailable(error: InferenceServerException) -> bool:
-    return "UNAVAILABLE" in str(error.status() or "")
+def _has_status(error: InferenceServerException, code: str) -> bool:
+    """Whether a failed call ended with the gRPC status `code` (e.g. "UNAVAILABLE")."""
+    return str(error.status() or "").endswith(code)
 
 
 class OvmsClient:
@@ -178,16 +181,16 @@ class OvmsClient:
         """Ask ServerLive and ModelReady; never raises."""
         client = grpcclient.InferenceServerClient(self.url)
         try:
+            live = ready = False
             try:
                 live = client.is_server_live(client_timeout=STATUS_TIMEOUT_S)
-            except InferenceServerException:
-                live = False
+                ready = live and client.is_model_ready(self.model_name, client_timeout=STATUS_TIMEOUT_S)
+            except InferenceServerException as error:
+                if _has_status(error, "DEADLINE_EXCEEDED"):
+                    message = f"Server at {self.url} is busy: no answer to a health check in time."
+                    return ServerStatus(True, False, message, busy=True)
             if not live:
                 return ServerStatus(False, False, f"Server at {self.url} is not reachable.")
-            try:
-                ready = client.is_model_ready(self.model_name, client_timeout=STATUS_TIMEOUT_S)
-            except InferenceServerException:
-                ready = False
             if not ready:
                 return ServerStatus(True, False, f"Server is up; graph '{self.model_name}' is not ready yet.")
             return ServerStatus(True, True, f"Server and graph '{self.model_name}' are ready.")
@@ -203,10 +206,12 @@ class OvmsClient:
     def error_for(self, error: InferenceServerException, answered: bool) -> StreamError:
         """A plain message for a failed stream."""
         if answered:
-            if _is_unavailable(error):
+            if _has_status(error, "UNAVAILABLE"):
                 return StreamError("The connection to the server was lost during the answer.", True)
             return StreamError(f"The server could not answer: {error.message() or 'unknown error'}")
         status = self.status()
+        if status.busy:
+            return StreamError(f"The server at {self.url} is too busy to answer now; try again shortly.")
         if not status.live:
             return StreamError(f"The server at {self.url} is not reachable. Is it running?", True)
         if not status.model_ready:
