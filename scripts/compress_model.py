@@ -27,7 +27,7 @@ from rich.table import Table
 
 
 def parse_args():
-    p = cli.parser(__doc__.split("\n\n")[0], "LLM", registry.names("llm"))
+    p = cli.parser(__doc__, "llm", sources=False)
     p.add_argument(
         "--precision",
         nargs="+",

@@ -1,4 +1,4 @@
-"""Command-line pieces the three scripts share: common options and error reporting."""
+"""Command-line pieces the three scripts share: common options, model choice, error reporting."""
 
 from __future__ import annotations
 
@@ -8,34 +8,72 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from model_prep import registry
 from model_prep.errors import ModelPrepError
 from model_prep.progress import console
-from model_prep.registry import SERVABLE_DIR
 
 DEVICES = ("CPU", "GPU", "AUTO")
 
 
-def parser(description: str, kind: str, choices: list[str]) -> argparse.ArgumentParser:
-    """A parser with the options every script has; its help lists the registry's names of `kind`."""
+def parser(doc: str, kind: str, sources: bool = True) -> argparse.ArgumentParser:
+    """A parser with the options every script has; its help lists the registry's names of `kind`.
+
+    With `sources`, also --model-id / --name / --revision to take any Hub id or local path.
+    """
+    entries = registry.load_registry()[kind]
+    listing = "\n".join(f"  {name:<24} {_about(entry)}" for name, entry in entries.items())
     p = argparse.ArgumentParser(
-        description=description,
-        epilog=f"supported {kind} names (servable_stream/ragbot/models.json): {', '.join(choices)}",
+        description=doc,
+        epilog=f"supported names (servable_stream/ragbot/models.json):\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", metavar="NAME", help=f"a supported name, one of: {', '.join(choices)}")
+    p.add_argument("--model", metavar="NAME", help="a supported name (listed below)")
+    if sources:
+        p.add_argument("--model-id", help="any Hugging Face model id or local model path instead of --model")
+        p.add_argument(
+            "--name", help="output folder name for --model-id (default: its last part, lowercased)"
+        )
+        p.add_argument("--revision", help="Hub branch, tag or commit (default: main)")
     p.add_argument(
         "--output-dir",
         type=Path,
-        default=Path(os.environ.get("MODELS_DIR", SERVABLE_DIR)),
+        default=Path(os.environ.get("MODELS_DIR", registry.SERVABLE_DIR)),
         help="where model folders go (default: servable_stream/, or $MODELS_DIR)",
     )
     p.add_argument(
         "--device",
+        type=str.upper,
         choices=DEVICES,
         default=os.environ.get("DEVICE", "CPU").upper(),
-        help="OpenVINO device to check the result on (default: CPU, or $DEVICE)",
+        help="OpenVINO device to check and measure on (default: $DEVICE, else CPU)",
     )
     p.add_argument("--force", action="store_true", help="rebuild even if the output folder exists")
     return p
+
+
+def _about(entry: dict) -> str:
+    """One line of --help about a registry entry."""
+    notes = []
+    if "gguf" in entry or "package" in entry:
+        notes.append(f"offline, from the {(entry.get('gguf') or entry)['package']} wheel")
+    if entry.get("gated"):
+        notes.append("gated: accept the licence, set HF_TOKEN")
+    return entry["model_id"] + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def parse(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line; exactly one of --model / --model-id must be given."""
+    args = p.parse_args()
+    if (args.model is None) == (getattr(args, "model_id", None) is None):
+        p.error("give exactly one of --model NAME or --model-id HF_ID_OR_LOCAL_PATH")
+    return args
+
+
+def spec(args: argparse.Namespace, kind: str, remote_code: bool = False) -> registry.ModelSpec:
+    """The model the command line asks for."""
+    if args.model:
+        return registry.spec_from_registry(kind, args.model)
+    return registry.spec_from_model_id(args.model_id, args.name, remote_code)
 
 
 def run(main: Callable[[], None]) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import gguf
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
 
 from model_prep.errors import ModelPrepError
 
@@ -34,8 +33,10 @@ def _field(reader: gguf.GGUFReader, key: str, default=None):
     return default if field is None else field.contents()
 
 
-def tokenizer_from_gguf(gguf_path: Path) -> PreTrainedTokenizerFast:
-    """Rebuild the GGUF's byte-level BPE tokenizer (with special tokens and chat template)."""
+def tokenizer_from_gguf(gguf_path: Path):
+    """Rebuild the GGUF's byte-level BPE tokenizer (special tokens, chat template) as a transformers one."""
+    from transformers import PreTrainedTokenizerFast
+
     reader = gguf.GGUFReader(gguf_path)
     kind, pre = _field(reader, "tokenizer.ggml.model"), _field(reader, "tokenizer.ggml.pre", "default")
     if kind != "gpt2" or pre not in BYTE_LEVEL_PRE:
@@ -45,7 +46,10 @@ def tokenizer_from_gguf(gguf_path: Path) -> PreTrainedTokenizerFast:
         )
     tokens = _field(reader, "tokenizer.ggml.tokens")
     merges = [tuple(merge.split(" ", 1)) for merge in _field(reader, "tokenizer.ggml.merges")]
-    bpe = models.BPE(vocab={token: i for i, token in enumerate(tokens)}, merges=merges, fuse_unk=False)
+    # A byte missing from the vocabulary becomes the unknown token, as llama.cpp and openvino-genai do.
+    unknown = _field(reader, "tokenizer.ggml.unknown_token_id")
+    vocab = {token: i for i, token in enumerate(tokens)}
+    bpe = models.BPE(vocab=vocab, merges=merges, unk_token=None if unknown is None else tokens[unknown])
     tokenizer = Tokenizer(bpe)
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     splits = [pre_tokenizers.Digits(individual_digits=True)] if pre in DIGIT_SPLITTING_PRE else []
@@ -79,7 +83,7 @@ def tokenizer_from_gguf(gguf_path: Path) -> PreTrainedTokenizerFast:
     )
 
 
-def check_tokenizer_matches_genai(gguf_path: Path, tokenizer: PreTrainedTokenizerFast) -> None:
+def check_tokenizer_matches_genai(gguf_path: Path, tokenizer) -> None:
     """Fail unless the rebuilt tokenizer encodes the samples exactly as openvino-genai does on the GGUF."""
     import openvino_genai
 

@@ -70,7 +70,8 @@ def spec_from_registry(kind: str, name: str, path: Path = REGISTRY_PATH) -> Mode
 
 def spec_from_model_id(model_id: str, name: str | None, remote_code: bool = False) -> ModelSpec:
     """A spec for any Hugging Face id or local folder; the folder name defaults to its last part."""
-    default = Path(model_id).name if Path(model_id).exists() else model_id.rstrip("/").split("/")[-1]
+    path = Path(model_id).expanduser()
+    default = path.stem if path.is_file() else model_id.rstrip("/").split("/")[-1]
     return ModelSpec(name=name or default.lower(), model_id=model_id, remote_code=remote_code)
 
 
