@@ -98,6 +98,3 @@ class Tensor(np.ndarray):
         return f"Tensor(name={self.name!r}, shape={self.shape}, datatype={self.datatype!r}, size={self.size})"
 
     __str__ = __repr__
-
-    def __reduce__(self) -> tuple:
-        return (Tensor, (self.name, np.array(self), self._shape, self._datatype))

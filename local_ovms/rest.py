@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 BINARY_HEADER = "inference-header-content-length"
 
 
+class KServeJSON(JSONResponse):
+    """JSON that may hold NaN and Infinity: float outputs are not always finite."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def _error(exc: ServeError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.http_status)
 
@@ -196,7 +203,7 @@ def create_app(registry: Registry, activity: Activity, max_body_bytes: int) -> S
             if isinstance(doc.get("id"), str):
                 response["id"] = doc["id"]
             response["outputs"] = [_json_output(n, t) for n, t, _ in packets]
-            return JSONResponse(response)
+            return KServeJSON(response)
         except ServeError as exc:
             status = exc.status_label
             return _error(exc)

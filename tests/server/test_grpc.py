@@ -173,6 +173,17 @@ def test_oversized_message_is_refused_and_the_server_goes_on(client):
     assert result.as_numpy("output").tolist() == [2]
 
 
+def test_oversized_message_on_a_stream_is_refused(server):
+    stream = Stream(server.grpc_url)
+    try:
+        too_big = np.zeros(MAX_MESSAGE_MB * 1024 * 1024 // 4 + 1024, dtype=np.int32)
+        stream.send("count", [numpy_input("count", too_big)])
+        error = stream.next().error
+    finally:
+        stream.close()
+    assert "RESOURCE_EXHAUSTED" in error or "larger than max" in error
+
+
 def test_stream_yields_each_packet_as_its_own_response_with_timestamps(server):
     stream = Stream(server.grpc_url)
     try:

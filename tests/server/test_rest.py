@@ -143,3 +143,22 @@ def test_metrics_count_rest_requests(url):
     text = requests.get(f"{url}/metrics", timeout=5).text
     assert 'ovms_requests_total{api="rest",model="increment",status="OK"}' in text
     assert 'ovms_requests_total{api="rest",model="<unknown>",status="NOT_FOUND"}' in text
+
+
+def test_non_finite_float_outputs_are_sent(url):
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}
+            ]
+        }
+    ).encode()
+    response = requests.post(
+        f"{url}/v2/models/increment/infer",
+        data=header + np.array([np.nan, np.inf], dtype=np.float32).tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["outputs"][0]["data"]
+    assert np.isnan(data[0]) and data[1] == float("inf")
