@@ -62,12 +62,7 @@ client: $(STAMP)  ## Start the Gradio client on :9001.
 	$(PY) client/app.py --web_url 0.0.0.0:$(WEB_PORT) --ovms_url localhost:$(GRPC_PORT)
 
 run: models  ## Set up everything, start server and client, stop both on Ctrl-C.
-	@trap 'kill $$server $$client 2>/dev/null; wait' EXIT; \
-	$(PY) -m local_ovms --config_path $(SERVABLE)/config.json --port $(GRPC_PORT) --rest_port $(REST_PORT) & server=$$!; \
-	$(PY) client/app.py --web_url 0.0.0.0:$(WEB_PORT) --ovms_url localhost:$(GRPC_PORT) & client=$$!; \
-	for _ in $$(seq 600); do curl -sf -o /dev/null http://localhost:$(WEB_PORT) && break; kill -0 $$client 2>/dev/null || break; sleep 0.5; done; \
-	echo "Chat page: http://localhost:$(WEB_PORT)   (server: gRPC :$(GRPC_PORT), REST :$(REST_PORT); Ctrl-C stops both)"; \
-	wait -n; exit
+	$(PY) -m local_ovms.run --config_path $(SERVABLE)/config.json --port $(GRPC_PORT) --rest_port $(REST_PORT) --web_port $(WEB_PORT)
 
 test: models  ## Lint, then run the whole test suite.
 	$(MAKE) --no-print-directory lint
