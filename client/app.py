@@ -7,8 +7,8 @@ Answers stream token by token over KServe gRPC; the conversation so far goes wit
 from __future__ import annotations
 
 import argparse
-import html
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -85,19 +85,23 @@ class SharedStatus:
             return self._status
 
 
+def plain(text: str) -> str:
+    """Text shown as is in Markdown: every punctuation mark that Markdown (or LaTeX) could read escaped."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|>~<&$])", r"\\\1", " ".join(text.split()))
+
+
 def sources_markdown(sources: Sources) -> str:
     """Each source: its document (a link when it is a URL), relevance score and snippet."""
     blocks = []
     for number, source in enumerate(sources.items, 1):
-        name = source.title or source.document
+        name = plain(source.title or source.document)
         if source.document.startswith(("http://", "https://")):
-            label = f"[{name}]({source.document})"
+            label = f"[{name}](<{source.document}>)"
+        elif source.title and source.title != source.document:
+            label = f"**{name}** ({plain(source.document)})"
         else:
-            label = f"**{html.escape(name)}**" + (
-                f" (`{source.document}`)" if source.title and source.title != source.document else ""
-            )
-        snippet = " ".join(source.snippet.split())
-        blocks.append(f"{number}. {label} · score {source.score:.2f}\n\n   > {html.escape(snippet)}")
+            label = f"**{name}**"
+        blocks.append(f"{number}. {label} · score {source.score:.2f}\n\n   > {plain(source.snippet)}")
     return "\n\n".join(blocks)
 
 
