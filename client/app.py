@@ -32,7 +32,7 @@ from client.ovms_client import (
 # Questions the bundled sample documents (servable_stream/documents/) answer.
 EXAMPLES = [
     "How long does the Harvest Tern HT-7 fly on one battery?",
-    "How much does the Harvest Tern HT-7 cost?",
+    "How long is the warranty of the HT-7?",
     "What does error code E-719 mean?",
     "Who founded Lumenfold Robotics, and when?",
     "Can I return a drone?",
