@@ -163,7 +163,7 @@ def browser_page(tmp_path: Path):
             executable_path=str(CHROMIUM),
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
+            viewport={"width": 1280, "height": 1100},
         )
         try:
             yield context.pages[0] if context.pages else context.new_page()

@@ -21,14 +21,26 @@ def real_server(ovms_server, servable_copy):
     return server
 
 
+# The sample document that answers each example question of the page.
+ANSWERED_BY = {
+    "How long does the Harvest Tern HT-7 fly on one battery?": "harvest-tern-ht7.md",
+    "How long is the warranty of the HT-7?": "support.txt",
+    "What does error code E-719 mean?": "support.txt",
+    "Who founded Lumenfold Robotics, and when?": "lumenfold-company.md",
+    "Can I return a drone?": "faq.html",
+}
+
+
 def test_example_questions_get_answers_from_the_sample_documents(real_server, servable_copy):
     client = OvmsClient(real_server.grpc_url)
     base = servable_copy.config.parent
+    assert sorted(EXAMPLES) == sorted(ANSWERED_BY)
     for question in EXAMPLES:
         events = list(client.ask([{"role": "user", "content": question}], SHORT))
         assert not [e for e in events if isinstance(e, StreamError)], (question, events)
         sources = events[0]
         assert isinstance(sources, Sources) and sources.items, question
+        assert any(s.document.endswith(ANSWERED_BY[question]) for s in sources.items), (question, sources)
         for source in sources.items:
             assert (base / source.document).is_file() or source.document.startswith("http"), source
             assert 0.0 <= source.score <= 1.0 and source.snippet
@@ -71,5 +83,10 @@ def test_page_against_the_real_servable(real_server, start_page, browser_page, a
     page.press("#question textarea", "Enter")
     answer = page.locator("#chat [data-testid='bot']:not(.thought *)").first
     expect(answer).to_contain_text("tokens/s", timeout=120_000)
-    expect(page.locator("#chat .thought").first).to_contain_text("Sources (")
-    page.screenshot(path=str(artifacts / "client-page-real-servable.png"), full_page=True)
+    sources = page.locator("#chat .thought").first
+    expect(sources).to_contain_text("Sources (")
+    sources.locator(".title").click()
+    expect(sources).to_contain_text("harvest-tern-ht7.md")
+    expect(sources.locator(".content")).to_be_visible()
+    page.wait_for_timeout(500)  # the unfolding animation, for the screenshot
+    page.screenshot(path=str(artifacts / "client-page-real-servable.png"))

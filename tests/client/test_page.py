@@ -51,7 +51,9 @@ def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_p
     expect(sources).to_contain_text("About: How do I set it up?")
     expect(sources).to_contain_text("guide/setup.md")
     expect(sources).to_contain_text("score 0.91")
-    page.screenshot(path=str(artifacts / "client-page.png"), full_page=True)
+    expect(sources.locator(".content")).to_be_visible()
+    page.wait_for_timeout(500)  # the unfolding animation, for the screenshot
+    page.screenshot(path=str(artifacts / "client-page.png"))
 
     # A long answer, stopped from the page: the server's generator is closed too.
     set_max_new_tokens(page, 2048)
@@ -62,7 +64,7 @@ def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_p
     cancelled = slow_server.log.wait_for_cancellations()
     assert len(cancelled) == 1
     assert cancelled[0]["question"] == "Tell me everything." and cancelled[0]["words_sent"] < 2048
-    page.screenshot(path=str(artifacts / "client-page-stopped.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "client-page-stopped.png"))
 
     # Multi-turn: the second question went with the first answer.
     second = slow_server.log.requests()[-1]
@@ -79,6 +81,6 @@ def test_page_says_plainly_when_the_server_is_down(unused_port, start_page, brow
     expect(page.locator("#status-line")).to_contain_text("Server down", timeout=30_000)
     ask(page, "Is anyone there?")
     expect(page.locator(ANSWER).first).to_contain_text("is not reachable", timeout=20_000)
-    page.screenshot(path=str(artifacts / "client-page-server-down.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "client-page-server-down.png"))
     body = page.locator("body").inner_text()
     assert "Traceback" not in body and "Exception" not in body
