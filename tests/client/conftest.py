@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, free_port
+
 SLOW_CONFIG = Path(__file__).resolve().parent / "slow_servable" / "config.json"
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,12 +32,6 @@ CHROMIUM_ARGS = [
 ]
 # Seconds between two words of the slow servable: slow enough to watch, fast enough for tests.
 WORD_DELAY_S = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -183,8 +177,8 @@ class ServableCopy:
     env: dict[str, str]
 
 
-@pytest.fixture
-def servable_copy(tmp_path: Path) -> ServableCopy:
+@pytest.fixture(scope="module")
+def servable_copy(tmp_path_factory: pytest.TempPathFactory) -> ServableCopy:
     """A temporary copy of servable_stream/ (its code, config and documents; the default models used
     in place) with its own index folder, so that the repository tree is not modified."""
     source = REPO / "servable_stream"
@@ -195,7 +189,7 @@ def servable_copy(tmp_path: Path) -> ServableCopy:
     missing = [str(folder) for folder in models.values() if not (folder / "openvino_model.xml").exists()]
     if missing or not (source / "config.json").exists():
         pytest.skip(f"the real servable or its default models are missing ({missing}): run `make models`")
-    target = tmp_path / "servable_stream"
+    target = tmp_path_factory.mktemp("servable") / "servable_stream"
     target.mkdir()
     # Files and the servable's own folders; every other folder there is a model or an index.
     for item in source.iterdir():

@@ -5,9 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 ANSWER_12 = "[turn 1] " + " ".join(f"word{i}" for i in range(1, 13))
 

@@ -14,9 +14,10 @@ pytestmark = pytest.mark.slow
 SHORT = GenerationSettings(max_new_tokens=48, temperature=0.0)
 
 
-@pytest.fixture
-def real_server(ovms_server, servable_copy):
-    server = ovms_server(servable_copy.config, env=servable_copy.env)
+@pytest.fixture(scope="module")
+def real_server(ovms_server_module, servable_copy):
+    """One server for this module: loading the models and indexing the documents takes seconds."""
+    server = ovms_server_module(servable_copy.config, env=servable_copy.env)
     assert OvmsClient(server.grpc_url).status().model_ready, server.log_text()
     return server
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from client.ovms_client import (
     EndSignal,
@@ -14,10 +13,10 @@ from client.ovms_client import (
     TextPiece,
     build_request,
 )
+from tests.client.conftest import SLOW_CONFIG, WORD_DELAY_S
 
 QUESTION = [{"role": "user", "content": "How do I set it up?"}]
 DEFAULTS = GenerationSettings()
-SLOW_CONFIG = Path(__file__).resolve().parent / "slow_servable" / "config.json"
 
 
 def collect(
@@ -45,7 +44,7 @@ def test_answer_streams_sources_then_pieces_then_end_signal(slow_server):
     assert end.ttft_ms > 0 and end.tokens_per_s > 0
     # Token by token: the pieces arrive spread over the answer, not all at once at the end.
     piece_times = [t for t, e in timed if isinstance(e, TextPiece)]
-    assert piece_times[-1] - piece_times[0] > 0.5 * 11 * 0.05
+    assert piece_times[-1] - piece_times[0] > 0.5 * 11 * WORD_DELAY_S
 
 
 def test_plain_question_goes_as_plain_text_and_the_rest_as_json(slow_server):
@@ -120,13 +119,19 @@ def test_status_reports_server_and_graph_readiness(slow_server):
     assert "no_such_graph" in missing.message
 
 
-def test_unreachable_server_is_a_plain_message(unused_port):
+def test_unreachable_server_is_a_plain_message_and_the_next_question_works_once_it_is_back(
+    unused_port, ovms_server, tmp_path
+):
     client = OvmsClient(f"127.0.0.1:{unused_port}")
     status = client.status()
     assert not status.live and "not reachable" in status.message
     events = list(client.ask(QUESTION))
     assert len(events) == 1 and isinstance(events[0], StreamError)
     assert events[0].unreachable and "not reachable" in events[0].message
+
+    ovms_server(SLOW_CONFIG, env={"CLIENT_TEST_LOG_DIR": str(tmp_path)}, args=["--port", str(unused_port)])
+    assert client.status().model_ready
+    assert isinstance(list(client.ask(QUESTION))[-1], EndSignal)
 
 
 def test_graph_that_is_not_ready_is_a_plain_message(ovms_server, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.client.conftest import SLOW_CONFIG
+
 pytestmark = pytest.mark.browser
 
 ANSWER = "#chat [data-testid='bot']:not(.thought *)"
@@ -75,7 +77,9 @@ def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_p
     assert answer_text(page, 1).startswith("[turn 2] word1")
 
 
-def test_page_says_plainly_when_the_server_is_down(unused_port, start_page, browser_page, artifacts):
+def test_page_says_plainly_when_the_server_is_down_and_works_once_it_is_back(
+    unused_port, ovms_server, tmp_path, start_page, browser_page, artifacts
+):
     page = browser_page
     page.goto(start_page(f"127.0.0.1:{unused_port}"))
     expect(page.locator("#status-line")).to_contain_text("Server down", timeout=30_000)
@@ -84,3 +88,9 @@ def test_page_says_plainly_when_the_server_is_down(unused_port, start_page, brow
     page.screenshot(path=str(artifacts / "client-page-server-down.png"))
     body = page.locator("body").inner_text()
     assert "Traceback" not in body and "Exception" not in body
+
+    ovms_server(SLOW_CONFIG, env={"CLIENT_TEST_LOG_DIR": str(tmp_path)}, args=["--port", str(unused_port)])
+    expect(page.locator("#status-line")).to_contain_text("Ready", timeout=30_000)
+    ask(page, "And now?")
+    # The failed turn was not kept in the conversation: this is the first answered turn.
+    expect(page.locator(ANSWER).nth(1)).to_contain_text("[turn 1] word1 word2", timeout=20_000)
