@@ -142,11 +142,12 @@ class StreamSession:
                 packets = instance.process(
                     inputs, instance.timestamp_for(kserve.requested_timestamp(request))
                 )
-            for packet in packets:
-                self._responses_counter.inc()
-                yield kserve.stream_response(graph.name, request.id, packet)
-            while instance.busy:
-                yield from self._refuse_waiting_requests(graph)
+            while True:
+                for packet in packets:
+                    self._responses_counter.inc()
+                    yield kserve.stream_response(graph.name, request.id, packet)
+                if not instance.busy:
+                    break
                 if self._cancelled or self._cut:
                     with self._lock:
                         instance.close()
@@ -156,9 +157,10 @@ class StreamSession:
                     return
                 with self._lock:
                     packets = instance.step()
-                for packet in packets:
-                    self._responses_counter.inc()
-                    yield kserve.stream_response(graph.name, request.id, packet)
+                # Requests that came during the step are refused only if the generator still runs: one
+                # sent right after the last output is served once the step that ends the generator is done.
+                if instance.busy:
+                    yield from self._refuse_waiting_requests(graph)
         except ServeError as exc:
             status = exc.status_label
             if self._graph is None:  # the first request chose no usable graph: the call ends with the status

@@ -213,6 +213,18 @@ def test_client_timestamps_must_increase(server):
         stream.close()
 
 
+def test_request_sent_right_after_the_last_output_is_served(server):
+    stream = Stream(server.grpc_url)
+    try:
+        for i in range(30):
+            stream.send("count", [count_input(2, 0)], request_id=str(i))
+            events = stream.until("done")
+            assert [e.error for e in events] == [None] * 3
+            assert events[-1].request_id == str(i)
+    finally:
+        stream.close()
+
+
 def test_chained_python_nodes_stream(server):
     stream = Stream(server.grpc_url)
     try:
