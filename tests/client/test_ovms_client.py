@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 from client.ovms_client import (
@@ -142,3 +143,14 @@ def test_graph_that_is_not_ready_is_a_plain_message(ovms_server, tmp_path):
     events = list(client.ask(QUESTION))
     assert len(events) == 1 and isinstance(events[0], StreamError)
     assert "'python_model' is not ready" in events[0].message and not events[0].unreachable
+
+
+def test_server_dying_in_the_middle_of_an_answer_is_a_plain_message(ovms_server, tmp_path):
+    server = ovms_server(SLOW_CONFIG, env={"CLIENT_TEST_LOG_DIR": str(tmp_path)})
+    events = []
+    for event in OvmsClient(server.grpc_url).ask(QUESTION, GenerationSettings(max_new_tokens=400)):
+        events.append(event)
+        if len(events) == 3:
+            server.stop(signal.SIGKILL)
+    assert isinstance(events[-1], StreamError) and events[-1].unreachable
+    assert events[-1].message == "The connection to the server was lost during the answer."

@@ -68,8 +68,14 @@ def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_p
     assert cancelled[0]["question"] == "Tell me everything." and cancelled[0]["words_sent"] < 2048
     page.screenshot(path=str(artifacts / "client-page-stopped.png"))
 
+    # A failure in the middle of an answer: the words so far, then a plain message.
+    ask(page, "What if it fail midway?")
+    expect(page.locator(ANSWER).nth(2)).to_contain_text("failed in the middle of the answer", timeout=10_000)
+    assert answer_text(page, 2).startswith("[turn 3] word1 word2 word3")
+    assert "Traceback" not in page.locator("body").inner_text()
+
     # Multi-turn: the second question went with the first answer.
-    second = slow_server.log.requests()[-1]
+    second = slow_server.log.requests()[1]
     assert second["format"] == "json" and second["max_new_tokens"] == 2048
     assert [m["role"] for m in second["messages"]] == ["user", "assistant", "user"]
     assert second["messages"][1]["content"].startswith("[turn 1] word1 word2")
