@@ -27,7 +27,6 @@ class GraphEntry:
 
     name: str
     graph_path: Path
-    base_path: Path
 
 
 @dataclass
@@ -59,7 +58,7 @@ def _graph_entry(root: Path, index: int, entry: Any, problems: list[str]) -> Gra
             return None
     base_path = _resolve(root, entry.get("base_path", name))
     graph_path = _resolve(root, entry["graph_path"]) if "graph_path" in entry else base_path / "graph.pbtxt"
-    return GraphEntry(name=name, graph_path=graph_path.resolve(), base_path=base_path.resolve())
+    return GraphEntry(name=name, graph_path=graph_path.resolve())
 
 
 def load_config(path: Path) -> ServerConfig:

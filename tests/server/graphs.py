@@ -84,6 +84,7 @@ STANDARD_GRAPHS: dict[str, str] = {
             node("upper", "chain_upper_model.py", ["word"], ["upper"]),
         ],
     ),
+    "helper": single_node("helper_user_model.py", ["input"], ["output"]),
     "no_class": single_node("no_class_model.py", ["input"], ["output"]),
     "no_execute": single_node("no_execute_model.py", ["input"], ["output"]),
     "init_raises": single_node("init_raises_model.py", ["input"], ["output"]),
@@ -91,5 +92,6 @@ STANDARD_GRAPHS: dict[str, str] = {
     "wrong_return": single_node("wrong_return_model.py", ["input"], ["output"]),
     "unknown_output": single_node("unknown_output_model.py", ["input"], ["output"]),
     "yields_no_loopback": single_node("yields_no_loopback_model.py", ["input"], ["output"]),
+    "collision": single_node("collision/increment_model.py", ["input"], ["output"]),
 }
 """Every test servable, by model name."""

@@ -98,6 +98,18 @@ def test_unary_inputs_arrive_sorted_by_node_tag(client):
     assert result.get_output("joined").datatype == "UINT8"
 
 
+def test_handler_imports_a_helper_module_next_to_it(client):
+    result = client.infer("helper", [bytes_input("input", b"hey")])
+    assert result.as_numpy("output").tobytes() == b"HEY!"
+
+
+def test_handlers_with_the_same_file_name_collide(client):
+    assert client.is_model_ready("increment")
+    error = infer_error(client, "collision", [bytes_input("input", b"x")])
+    assert error.status() == "StatusCode.UNAVAILABLE"
+    assert "already taken by" in error.message() and "rename the file" in error.message()
+
+
 def test_unknown_model_is_not_found(client):
     error = infer_error(client, "nope", [bytes_input("input", b"x")])
     assert error.status() == "StatusCode.NOT_FOUND"
