@@ -1,0 +1,1 @@
+"""RAG chatbot servable helpers: settings, request parsing, LLM engine, documents, index, chain."""

@@ -1,0 +1,45 @@
+"""OpenVINO embeddings (LangChain's OpenVINOEmbeddings), shared safely between threads and counted."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+from langchain_community.embeddings import OpenVINOEmbeddings
+from langchain_core.embeddings import Embeddings
+
+from . import metrics
+
+
+class CountedOpenVINOEmbeddings(Embeddings):
+    """OpenVINOEmbeddings behind a lock (its single infer request is not thread-safe), with metrics.
+
+    `key` names the model exactly (folder name + hash of its IR + pooling), so a stored index made
+    with another model is never mixed with this one.
+    """
+
+    def __init__(self, model_dir: Path, device: str, pooling: str, query_instruction: str = "") -> None:
+        self._model = OpenVINOEmbeddings(
+            model_name_or_path=str(model_dir),
+            model_kwargs={"device": device},
+            encode_kwargs={"normalize_embeddings": True, "mean_pooling": pooling == "mean", "batch_size": 32},
+        )
+        self._query_instruction = query_instruction
+        self._lock = threading.Lock()
+        ir_hash = hashlib.sha256((model_dir / "openvino_model.xml").read_bytes()).hexdigest()[:16]
+        self.key = f"{model_dir.name}:{ir_hash}:{pooling}"
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        with self._lock:
+            metrics.EMBEDDING_CALLS.labels("documents").inc()
+            metrics.EMBEDDED_TEXTS.labels("documents").inc(len(texts))
+            return self._model.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        with self._lock:
+            metrics.EMBEDDING_CALLS.labels("query").inc()
+            metrics.EMBEDDED_TEXTS.labels("query").inc()
+            return self._model.embed_documents([self._query_instruction + text])[0]

@@ -1,0 +1,231 @@
+"""The LLM engine: one OpenVINO GenAI ContinuousBatchingPipeline shared by every stream.
+
+A single background thread steps the pipeline while requests exist and sleeps on a condition
+otherwise. Each request gets a queue fed by an `openvino_genai.TextStreamer` (correct incremental
+detokenization); the stream's thread blocks on that queue, so no thread polls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openvino_genai as ov_genai
+
+from . import metrics
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+_FINISH_REASONS = {
+    ov_genai.GenerationFinishReason.STOP: "stop",
+    ov_genai.GenerationFinishReason.LENGTH: "length",
+}
+DEFAULT_CONTEXT_TOKENS = 2048
+# The pipeline releases a finished or cancelled request (and its KV-cache blocks) only in the second
+# step after it ended, so the stepping thread runs that many more steps once it is idle.
+CLEANUP_STEPS = 2
+
+
+def model_context_length(model_path: Path) -> int:
+    """Context length from the model's HF config.json; a GGUF file or no config gives 2048."""
+    config = model_path / "config.json"
+    if model_path.is_dir() and config.exists():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        for key in ("max_position_embeddings", "n_positions", "seq_length"):
+            if isinstance(data.get(key), int):
+                return data[key]
+    return DEFAULT_CONTEXT_TOKENS
+
+
+class Generation:
+    """One request in the pipeline. Iterate `pieces()` for text as it is generated."""
+
+    def __init__(self, engine: Engine, request_id: int, prompt_tokens: int) -> None:
+        self._engine = engine
+        self.request_id = request_id
+        self.prompt_tokens = prompt_tokens
+        self.generated_tokens = 0
+        self.finish_reason: str | None = None
+        self.first_token_time: float | None = None
+        self.end_time: float | None = None
+        self.handle: ov_genai.GenerationHandle | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._finish_lock = threading.Lock()
+        self._streamer = ov_genai.TextStreamer(engine.tokenizer, self._queue.put)
+
+    def pump(self) -> bool:
+        """Move new tokens into the queue (stepping thread only); True once the request is over."""
+        handle = self.handle
+        reason = None
+        while handle.can_read():
+            for output in handle.read().values():
+                ids = output.generated_ids
+                if ids:
+                    if self.first_token_time is None:
+                        self.first_token_time = time.perf_counter()
+                    self.generated_tokens += len(ids)
+                    self._streamer.write(ids)
+                reason = _FINISH_REASONS.get(output.finish_reason, reason)
+        if handle.get_status() == ov_genai.GenerationStatus.RUNNING:
+            return False
+        self.finish(reason or "stop")
+        return True
+
+    def finish(self, reason: str) -> None:
+        """Flush the detokenizer and close the queue with `reason` (once)."""
+        with self._finish_lock:
+            if self.finish_reason is not None:
+                return
+            self.finish_reason = reason
+        if reason not in ("cancelled", "error"):
+            self._streamer.end()
+        self.end_time = time.perf_counter()
+        metrics.REQUESTS.labels(reason).inc()
+        metrics.GENERATED_TOKENS.inc(self.generated_tokens)
+        self._queue.put(_DONE)
+
+    def pieces(self) -> Iterator[str]:
+        """Text pieces as generated; pieces that queued up while the reader was busy come joined."""
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            parts = [item]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _DONE:
+                    yield "".join(parts)
+                    return
+                parts.append(item)
+            yield "".join(parts)
+
+    def cancel(self) -> None:
+        """Abort the request and free its KV cache (idempotent)."""
+        self._engine.cancel(self)
+
+
+class Engine:
+    """The shared continuous-batching pipeline and its stepping thread."""
+
+    def __init__(self, model_path: Path, device: str, kv_cache_gb: int, max_num_seqs: int) -> None:
+        scheduler = ov_genai.SchedulerConfig()
+        scheduler.cache_size = kv_cache_gb
+        scheduler.max_num_seqs = max_num_seqs
+        scheduler.enable_prefix_caching = True
+        self.pipeline = ov_genai.ContinuousBatchingPipeline(str(model_path), scheduler, device)
+        self.tokenizer = self.pipeline.get_tokenizer()
+        self._ids = itertools.count()
+        self._active: dict[int, Generation] = {}
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._cleanup = 0
+        self._thread = threading.Thread(target=self._run, name="llm-stepper", daemon=True)
+        self._thread.start()
+
+    def generation_config(
+        self, max_new_tokens: int, temperature: float, top_p: float, seed: int | None, ignore_eos: bool
+    ) -> ov_genai.GenerationConfig:
+        """The model's own generation config with the request's settings applied."""
+        config = self.pipeline.get_config()
+        config.max_new_tokens = max_new_tokens
+        config.ignore_eos = ignore_eos
+        config.do_sample = temperature > 0
+        if config.do_sample:
+            config.temperature = temperature
+            config.top_p = top_p
+            if seed is not None:
+                config.rng_seed = seed
+        return config
+
+    def encode(self, prompt: str):
+        """Token ids (an openvino Tensor of shape [1, n]) of an already templated prompt."""
+        return self.tokenizer.encode(prompt, add_special_tokens=False).input_ids
+
+    def submit(self, input_ids, config: ov_genai.GenerationConfig) -> Generation:
+        """Queue a request; the stepping thread picks it up at its next step."""
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the server is shutting down; no new generations")
+            generation = Generation(self, next(self._ids), int(input_ids.get_shape()[-1]))
+            generation.handle = self.pipeline.add_request(generation.request_id, input_ids, config)
+            self._active[generation.request_id] = generation
+            metrics.ACTIVE_REQUESTS.inc()
+            self._cond.notify()
+        return generation
+
+    def cancel(self, generation: Generation) -> None:
+        with self._cond:
+            if self._active.pop(generation.request_id, None) is None:
+                return
+            metrics.ACTIVE_REQUESTS.dec()
+            generation.handle.cancel()
+            generation.finish("cancelled")
+            self._cleanup = CLEANUP_STEPS
+            self._cond.notify()
+
+    def active_count(self) -> int:
+        return len(self._active)
+
+    def _update_metrics(self) -> None:
+        stats = self.pipeline.get_metrics()
+        metrics.PIPELINE_REQUESTS.set(stats.requests)
+        metrics.KV_CACHE_USAGE.set(stats.cache_usage)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (
+                    self._stopping
+                    or self._active
+                    or self._cleanup > 0
+                    or self.pipeline.has_non_finished_requests()
+                ):
+                    self._update_metrics()
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                batch = list(self._active.values())
+                if not batch:
+                    self._cleanup -= 1
+            try:
+                self.pipeline.step()
+            except Exception:
+                log.exception("LLM pipeline step failed; ending the requests in it")
+                self._end_all("error")
+                continue
+            finished = [generation for generation in batch if generation.pump()]
+            if finished:
+                with self._cond:
+                    for generation in finished:
+                        if self._active.pop(generation.request_id, None) is not None:
+                            metrics.ACTIVE_REQUESTS.dec()
+                    self._cleanup = CLEANUP_STEPS
+
+    def _end_all(self, reason: str) -> None:
+        with self._cond:
+            ended, self._active = list(self._active.values()), {}
+        for generation in ended:
+            generation.handle.cancel()
+            generation.finish(reason)
+            metrics.ACTIVE_REQUESTS.dec()
+
+    def stop(self) -> None:
+        """Stop stepping; requests still running end with finish_reason "shutdown"."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+        self._end_all("shutdown")
+        for _ in range(CLEANUP_STEPS):
+            self.pipeline.step()
+        self._update_metrics()

@@ -1,0 +1,361 @@
+"""The vector index: FAISS (langchain_community) over document chunks, kept on disk.
+
+On disk (`RAG_INDEX_DIR`): `CURRENT` names the build folder in use; each build folder holds
+`index.faiss` (FAISS inner-product index of normalized embeddings), `chunks.json` (chunk texts and
+metadata) and `manifest.json` (embedding model key, chunking, documents, file checksums). A build
+is written to a temporary folder, renamed into place, and only then is `CURRENT` replaced, so a
+crash leaves the previous complete build. Nothing is unpickled. Chunks are reused by document
+content hash, so only new or changed documents are embedded. `status.json` reports the last build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from langchain_community.docstore.in_memory import InMemoryDocstore
+from langchain_community.vectorstores import FAISS
+from langchain_community.vectorstores.utils import DistanceStrategy
+from langchain_core.documents import Document as LcDocument
+from langchain_core.embeddings import Embeddings
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from . import metrics
+from .documents import Document, Failure, Fetcher, parse_docs_file
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+FILES = ("index.faiss", "chunks.json")
+
+
+class IndexProblem(Exception):
+    """The stored index cannot be used (corrupt, truncated, or made with other settings)."""
+
+
+def _relevance(score: float) -> float:
+    """Cosine similarity of normalized vectors, clamped to 0..1."""
+    return min(1.0, max(0.0, float(score)))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Store:
+    """One complete index: chunks (text + metadata), their vectors and the LangChain FAISS store."""
+
+    chunks: list[dict[str, Any]]
+    vectors: np.ndarray
+    documents: list[dict[str, Any]]
+    vectorstore: FAISS
+
+    @classmethod
+    def create(
+        cls, chunks: list[dict], vectors: np.ndarray, documents: list[dict], embeddings: Embeddings
+    ) -> Store:
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        if len(chunks):
+            index.add(vectors)
+        ids = [str(i) for i in range(len(chunks))]
+        docstore = InMemoryDocstore(
+            {
+                i: LcDocument(page_content=c["text"], metadata=c["metadata"])
+                for i, c in zip(ids, chunks, strict=True)
+            }
+        )
+        vectorstore = FAISS(
+            embedding_function=embeddings,
+            index=index,
+            docstore=docstore,
+            index_to_docstore_id=dict(enumerate(ids)),
+            relevance_score_fn=_relevance,
+            distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
+        )
+        return cls(chunks, vectors, documents, vectorstore)
+
+    def by_hash(self) -> dict[str, list[int]]:
+        """Chunk positions of each document content hash."""
+        positions: dict[str, list[int]] = {}
+        for i, chunk in enumerate(self.chunks):
+            positions.setdefault(chunk["metadata"]["content_hash"], []).append(i)
+        return positions
+
+
+class IndexStore:
+    """Reads and writes builds under the index folder."""
+
+    def __init__(self, folder: Path, embedding_key: str, chunking: dict[str, int]) -> None:
+        self.folder = folder
+        self.embedding_key = embedding_key
+        self.chunking = chunking
+
+    def save(self, store: Store) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"build-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        tmp = self.folder / f".tmp-{name}"
+        tmp.mkdir()
+        faiss.write_index(store.vectorstore.index, str(tmp / "index.faiss"))
+        (tmp / "chunks.json").write_text(json.dumps(store.chunks, ensure_ascii=False), encoding="utf-8")
+        manifest = {
+            "format": FORMAT,
+            "embedding_model": self.embedding_key,
+            "chunking": self.chunking,
+            "documents": store.documents,
+            "chunks": len(store.chunks),
+            "files": {f: _sha256(tmp / f) for f in FILES},
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        for path in tmp.iterdir():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        final = self.folder / name
+        os.rename(tmp, final)
+        _write_atomic(self.folder / "CURRENT", name + "\n")
+        self._remove_old(keep=name)
+        return final
+
+    def _remove_old(self, keep: str) -> None:
+        for path in self.folder.iterdir():
+            if path.is_dir() and path.name != keep and path.name.startswith(("build-", ".tmp-build-")):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def load(self, embeddings: Embeddings) -> Store | None:
+        """The stored build, None when there is none; IndexProblem when it is unusable."""
+        current = self.folder / "CURRENT"
+        if not current.exists():
+            return None
+        build = self.folder / current.read_text(encoding="utf-8").strip()
+        try:
+            manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise IndexProblem(f"manifest of {build.name} is unreadable: {exc}") from None
+        if manifest.get("format") != FORMAT:
+            raise IndexProblem(f"format {manifest.get('format')} is not {FORMAT}")
+        if manifest.get("embedding_model") != self.embedding_key:
+            raise IndexProblem(
+                f"made with embedding model {manifest.get('embedding_model')}, now {self.embedding_key}"
+            )
+        if manifest.get("chunking") != self.chunking:
+            raise IndexProblem(f"made with chunking {manifest.get('chunking')}, now {self.chunking}")
+        for name, expected in manifest["files"].items():
+            path = build / name
+            if not path.exists() or _sha256(path) != expected:
+                raise IndexProblem(f"{build.name}/{name} is missing or corrupt (checksum mismatch)")
+        index = faiss.read_index(str(build / "index.faiss"))
+        chunks = json.loads((build / "chunks.json").read_text(encoding="utf-8"))
+        if index.ntotal != len(chunks) or index.ntotal != manifest["chunks"]:
+            raise IndexProblem(f"{build.name} holds {index.ntotal} vectors for {len(chunks)} chunks")
+        vectors = index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), "float32")
+        return Store.create(chunks, vectors, manifest["documents"], embeddings)
+
+
+class IndexManager:
+    """Builds the index from docs.txt (incrementally), persists it and serves searches."""
+
+    def __init__(
+        self,
+        docs_file: Path,
+        folder: Path,
+        fetcher: Fetcher,
+        embeddings: Embeddings,
+        embedding_key: str,
+        chunk_size: int,
+        chunk_overlap: int,
+    ) -> None:
+        self.docs_file = docs_file
+        self.fetcher = fetcher
+        self.embeddings = embeddings
+        self.splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+        self.disk = IndexStore(
+            folder, embedding_key, {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
+        )
+        self.store: Store | None = None
+        self.status: dict[str, Any] = {"state": "empty"}
+        self._build_lock = threading.Lock()
+
+    def load_stored(self) -> bool:
+        """Serve the index on disk if it is whole and matches the settings; report it if not."""
+        try:
+            store = self.disk.load(self.embeddings)
+        except Exception as exc:
+            log.warning("stored index in %s is unusable (%s); it will be rebuilt", self.disk.folder, exc)
+            self._write_status({"state": "rebuilding", "message": f"stored index unusable: {exc}"})
+            return False
+        if store is None:
+            return False
+        self._swap(store)
+        self._write_status(
+            {"state": "ready", "loaded_from_disk": True, "embedded_chunks": 0, **self._summary(store, [])}
+        )
+        log.info("loaded stored index: %d documents, %d chunks", len(store.documents), len(store.chunks))
+        return True
+
+    def refresh(self, reason: str) -> dict[str, Any]:
+        """Read docs.txt, load its documents, embed what is new, save and swap in the new index."""
+        with self._build_lock:
+            started = time.perf_counter()
+            try:
+                entries = parse_docs_file(self.docs_file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                return self._keep(f"cannot read {self.docs_file}: {exc}", [], started)
+            if not entries:
+                return self._keep(f"{self.docs_file.name} lists no documents", [], started)
+            documents, failures = self._load(entries)
+            if not documents:
+                return self._keep("no document could be loaded", failures, started)
+            try:
+                store, embedded = self._build(documents)
+                if not self._same_as_serving(store):
+                    self.disk.save(store)
+            except Exception as exc:
+                log.exception("index build failed")
+                return self._keep(f"build failed: {type(exc).__name__}: {exc}", failures, started)
+            self._swap(store)
+            elapsed = time.perf_counter() - started
+            metrics.INDEX_BUILDS.labels("ok").inc()
+            metrics.INDEX_BUILD_SECONDS.set(elapsed)
+            metrics.INDEX_FAILED_DOCUMENTS.set(len(failures))
+            status = {
+                "state": "ready",
+                "reason": reason,
+                "loaded_from_disk": False,
+                "embedded_chunks": embedded,
+                "reused_chunks": len(store.chunks) - embedded,
+                "build_seconds": round(elapsed, 3),
+                **self._summary(store, failures),
+            }
+            self._write_status(status)
+            log.info(
+                "index rebuilt (%s): %d documents, %d chunks (%d embedded), %d failures, %.2f s",
+                reason, len(store.documents), len(store.chunks), embedded, len(failures), elapsed,
+            )  # fmt: skip
+            return status
+
+    def search(self, query: str, k: int) -> list[tuple[LcDocument, float]]:
+        """The k best chunks for `query` with relevance 0..1 (higher is better)."""
+        store = self.store
+        if store is None or not store.chunks:
+            return []
+        started = time.perf_counter()
+        hits = store.vectorstore.similarity_search_with_relevance_scores(query, k=k)
+        metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
+        return hits
+
+    def _load(self, entries: list) -> tuple[list[Document], list[Failure]]:
+        documents: dict[str, Document] = {}
+        failures: list[Failure] = []
+        for entry in entries:
+            loaded, failed = self.fetcher.load_entry(entry)
+            failures.extend(failed)
+            for document in loaded:
+                if not document.text.strip():
+                    failures.append(Failure(document.source, "no text found in the document"))
+                else:
+                    documents.setdefault(document.source, document)
+        return list(documents.values()), failures
+
+    def _build(self, documents: list[Document]) -> tuple[Store, int]:
+        previous = self.store
+        reusable = previous.by_hash() if previous is not None else {}
+        chunks: list[dict] = []
+        vectors: list[np.ndarray | None] = []
+        pending: list[int] = []
+        summaries = []
+        for document in documents:
+            base = {
+                "document": document.source,
+                "title": document.title,
+                "content_hash": document.content_hash,
+            }
+            positions = reusable.get(document.content_hash)
+            if positions is not None:
+                texts = [previous.chunks[p]["text"] for p in positions]
+                found = [previous.vectors[p] for p in positions]
+            else:
+                texts = self.splitter.split_text(document.text)
+                found = [None] * len(texts)
+            for number, (text, vector) in enumerate(zip(texts, found, strict=True)):
+                if vector is None:
+                    pending.append(len(chunks))
+                chunks.append({"text": text, "metadata": {**base, "chunk": number}})
+                vectors.append(vector)
+            summaries.append({**base, "chunks": len(texts), "embedded": positions is None})
+        if pending:
+            fresh = self.embeddings.embed_documents([chunks[i]["text"] for i in pending])
+            for i, vector in zip(pending, fresh, strict=True):
+                vectors[i] = np.asarray(vector, dtype="float32")
+        dim = len(vectors[0]) if vectors else len(self.embeddings.embed_query("dimension"))
+        matrix = np.vstack(vectors).astype("float32") if vectors else np.zeros((0, dim), "float32")
+        return Store.create(chunks, matrix, summaries, self.embeddings), len(pending)
+
+    def _same_as_serving(self, store: Store) -> bool:
+        """True when `store` holds the same documents, in order, as the index being served."""
+
+        def identity(s: Store) -> list[tuple]:
+            return [(d["document"], d["title"], d["content_hash"]) for d in s.documents]
+
+        return self.store is not None and identity(self.store) == identity(store)
+
+    def _swap(self, store: Store) -> None:
+        self.store = store
+        metrics.INDEX_DOCUMENTS.set(len(store.documents))
+        metrics.INDEX_CHUNKS.set(len(store.chunks))
+
+    @staticmethod
+    def _summary(store: Store, failures: list[Failure]) -> dict[str, Any]:
+        return {
+            "documents": store.documents,
+            "document_count": len(store.documents),
+            "chunks": len(store.chunks),
+            "failures": [{"document": f.source, "reason": f.reason} for f in failures],
+        }
+
+    def _keep(self, message: str, failures: list[Failure], started: float) -> dict[str, Any]:
+        log.error("index not rebuilt: %s; the previous index keeps serving", message)
+        metrics.INDEX_BUILDS.labels("failed").inc()
+        metrics.INDEX_FAILED_DOCUMENTS.set(len(failures))
+        status = {
+            **self.status,
+            "state": "error" if self.store is None else "ready",
+            "message": f"{message}; previous index kept" if self.store is not None else message,
+            "failures": [{"document": f.source, "reason": f.reason} for f in failures],
+            "build_seconds": round(time.perf_counter() - started, 3),
+        }
+        self._write_status(status)
+        return status
+
+    def _write_status(self, status: dict[str, Any]) -> None:
+        status = {**status, "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self.status = status
+        try:
+            self.disk.folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(self.disk.folder / "status.json", json.dumps(status, indent=1))
+        except OSError as exc:
+            log.error("cannot write index status: %s", exc)

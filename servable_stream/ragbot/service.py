@@ -1,0 +1,122 @@
+"""The RAG service behind the Python node: models, index, watcher and chain wired together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+from .chain import RagChain
+from .chat_model import OpenVINOChatModel
+from .documents import Fetcher, FetchLimits
+from .embeddings import CountedOpenVINOEmbeddings
+from .engine import Engine, model_context_length
+from .index import IndexManager
+from .request import ChatRequest
+from .settings import Settings
+from .watcher import DocsWatcher
+
+log = logging.getLogger(__name__)
+
+COMPLETION, SOURCES, END_SIGNAL = "completion", "sources", "end_signal"
+
+
+def setup_logging() -> None:
+    """Log ragbot's messages to stderr unless the host process configured logging already."""
+    logger = logging.getLogger("ragbot")
+    if not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+class RagService:
+    """Loads everything at start; `answer(request)` gives the stream of (output name, text)."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.check_model_dirs()
+        self.settings = settings
+        started = time.perf_counter()
+        self.engine = Engine(
+            settings.llm_model_dir, settings.device, settings.kv_cache_gb, settings.max_num_seqs
+        )
+        embeddings = CountedOpenVINOEmbeddings(
+            settings.embedding_model_dir,
+            settings.device,
+            settings.embedding_pooling,
+            settings.embedding_query_instruction,
+        )
+        fetcher = Fetcher(
+            settings.base_path,
+            settings.allowed_roots,
+            FetchLimits(settings.fetch_timeout_s, settings.fetch_max_bytes, settings.fetch_max_redirects),
+        )
+        self.index = IndexManager(
+            settings.docs_file,
+            settings.index_dir,
+            fetcher,
+            embeddings,
+            embeddings.key,
+            settings.chunk_size,
+            settings.chunk_overlap,
+        )
+        context_tokens = settings.max_context_tokens or model_context_length(settings.llm_model_dir)
+        chat_model = OpenVINOChatModel(engine=self.engine, max_new_tokens=settings.max_new_tokens)
+        self.chain = RagChain(chat_model, self.index.search, settings.top_k, context_tokens)
+        # A stored index serves at once and is checked against docs.txt in the background; without
+        # one, the first index is built before the node reports ready.
+        stored = self.index.load_stored()
+        if not stored:
+            self.index.refresh("start")
+        self.watcher = DocsWatcher(
+            settings.docs_file, self.index.refresh, settings.watch_debounce_s, settings.watch_poll_s
+        )
+        self.watcher.start(initial_reason="start: compare the stored index with docs.txt" if stored else None)
+        self._stopping = False
+        log.info(
+            "ready in %.1f s: LLM %s on %s (context %d tokens), embeddings %s, %d chunks indexed",
+            time.perf_counter() - started, settings.llm_model_dir.name, settings.device, context_tokens,
+            settings.embedding_model_dir.name, self.index.status.get("chunks", 0),
+        )  # fmt: skip
+
+    def answer(self, request: ChatRequest) -> Iterator[tuple[str, str]]:
+        """Retrieve and build the prompt now (errors raise here), then stream the outputs lazily."""
+        if self._stopping:
+            raise RuntimeError("the server is shutting down; no new requests")
+        started = time.perf_counter()
+        prepared = self.chain.prepare(request)
+        return self._outputs(request, prepared, started)
+
+    def _outputs(self, request: ChatRequest, prepared, started: float) -> Iterator[tuple[str, str]]:
+        yield SOURCES, json.dumps(prepared.sources, ensure_ascii=False)
+        first_piece_at = None
+        stats: dict = {}
+        usage: dict = {}
+        stream = self.chain.stream(prepared, request)
+        try:
+            for chunk in stream:
+                if chunk.content:
+                    if first_piece_at is None:
+                        first_piece_at = time.perf_counter()
+                    yield COMPLETION, chunk.content
+                elif "finish_reason" in chunk.response_metadata:
+                    stats, usage = chunk.response_metadata, chunk.usage_metadata or {}
+        finally:
+            stream.close()
+        end = {
+            "finish_reason": stats.get("finish_reason", "error"),
+            "prompt_tokens": usage.get("input_tokens", int(prepared.input_ids.get_shape()[-1])),
+            "generated_tokens": usage.get("output_tokens", 0),
+            "ttft_ms": round(((first_piece_at or time.perf_counter()) - started) * 1000, 2),
+            "tokens_per_s": round(stats.get("tokens_per_s", 0.0), 2),
+            "retrieval_ms": round(prepared.retrieval_ms, 2),
+        }
+        yield END_SIGNAL, json.dumps(end)
+
+    def stop(self) -> None:
+        """Stop watching and stepping; generations still running end with finish_reason "shutdown"."""
+        self._stopping = True
+        self.watcher.stop()
+        self.engine.stop()

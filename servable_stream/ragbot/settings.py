@@ -1,0 +1,134 @@
+"""Servable settings read from environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
+
+REGISTRY_FILE = Path(__file__).with_name("models.json")
+DEVICES = ("CPU", "GPU", "AUTO", "NPU")
+
+
+def load_registry() -> dict:
+    """The model registry shared with scripts/ (servable_stream/ragbot/models.json)."""
+    return json.loads(REGISTRY_FILE.read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the servable can be configured with; see docs in README (Environment)."""
+
+    base_path: Path
+    selected_model: str
+    llm_model_dir: Path
+    embedding_model: str
+    embedding_model_dir: Path
+    embedding_pooling: str
+    embedding_query_instruction: str
+    device: str
+    chunk_size: int
+    chunk_overlap: int
+    top_k: int
+    max_new_tokens: int
+    max_context_tokens: int
+    kv_cache_gb: int
+    max_num_seqs: int
+    docs_file: Path
+    index_dir: Path
+    watch_debounce_s: float
+    watch_poll_s: float
+    fetch_timeout_s: float
+    fetch_max_bytes: int
+    fetch_max_redirects: int
+    allowed_roots: tuple[Path, ...]
+
+    @classmethod
+    def from_env(cls, base_path: Path, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the settings; a bad value raises ValueError naming the variable."""
+        env = os.environ if env is None else env
+        base = Path(base_path).resolve()
+        registry = load_registry()
+
+        def text(name: str, default: str) -> str:
+            value = env.get(name, "").strip()
+            return value or default
+
+        def number(name: str, default: T, lo: T, hi: T, kind: Callable[[str], T]) -> T:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} must be between {lo} and {hi}, got {raw}")
+            return value
+
+        def path(name: str, default: str) -> Path:
+            return (base / text(name, default)).resolve()
+
+        selected = text("SELECTED_MODEL", registry["defaults"]["llm"])
+        embedding = text("EMBEDDING_MODEL", registry["defaults"]["embedding"])
+        precision = registry["defaults"].get("precision", "INT4")
+        emb_entry = registry["embedding"].get(embedding, {})
+        device = text("DEVICE", "CPU").upper()
+        if device not in DEVICES and not device.startswith(("GPU.", "HETERO:", "MULTI:")):
+            raise ValueError(f"DEVICE must be one of {', '.join(DEVICES)}, got {device!r}")
+        chunk_size = number("CHUNK_SIZE", 500, 50, 20000, int)
+        chunk_overlap = number("CHUNK_OVERLAP", 50, 0, 10000, int)
+        if chunk_overlap >= chunk_size:
+            raise ValueError(
+                f"CHUNK_OVERLAP ({chunk_overlap}) must be smaller than CHUNK_SIZE ({chunk_size})"
+            )
+        roots = [base]
+        for item in env.get("DOCS_ALLOWED_ROOTS", "").split(os.pathsep):
+            if item.strip():
+                roots.append((base / item.strip()).resolve())
+        return cls(
+            base_path=base,
+            selected_model=selected,
+            llm_model_dir=path("LLM_MODEL_DIR", f"{selected}_{precision}_compressed_weights"),
+            embedding_model=embedding,
+            embedding_model_dir=path("EMBEDDING_MODEL_DIR", embedding),
+            embedding_pooling=text("EMBEDDING_POOLING", emb_entry.get("pooling", "mean")).lower(),
+            embedding_query_instruction=emb_entry.get("query_instruction", ""),
+            device=device,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            top_k=number("TOP_K", 3, 1, 50, int),
+            max_new_tokens=number("MAX_NEW_TOKENS", 256, 1, 4096, int),
+            max_context_tokens=number("MAX_CONTEXT_TOKENS", 0, 0, 1_000_000, int),
+            kv_cache_gb=number("KV_CACHE_SIZE_GB", 1, 1, 1024, int),
+            max_num_seqs=number("MAX_NUM_SEQS", 64, 1, 4096, int),
+            docs_file=path("DOCS_FILE", "docs.txt"),
+            index_dir=path("RAG_INDEX_DIR", ".rag_index"),
+            watch_debounce_s=number("DOCS_WATCH_DEBOUNCE_S", 0.5, 0.0, 600.0, float),
+            watch_poll_s=number("DOCS_POLL_INTERVAL_S", 2.0, 0.0, 3600.0, float),
+            fetch_timeout_s=number("FETCH_TIMEOUT_S", 15.0, 0.1, 600.0, float),
+            fetch_max_bytes=number("FETCH_MAX_BYTES", 20_000_000, 1, 10_000_000_000, int),
+            fetch_max_redirects=number("FETCH_MAX_REDIRECTS", 5, 0, 50, int),
+            allowed_roots=tuple(roots),
+        )
+
+    def check_model_dirs(self) -> None:
+        """Fail with the command that makes a model folder when one is missing."""
+        if not self.llm_model_dir.exists():
+            raise FileNotFoundError(
+                f"LLM model not found at {self.llm_model_dir} (LLM_MODEL_DIR). Make it with "
+                f"`python scripts/download_model.py --model {self.selected_model}` then "
+                f"`python scripts/compress_model.py --model {self.selected_model} --precision INT4` "
+                "(or `make models`)."
+            )
+        if not (self.embedding_model_dir / "openvino_model.xml").exists():
+            raise FileNotFoundError(
+                f"Embedding model not found at {self.embedding_model_dir} (EMBEDDING_MODEL_DIR). Make it "
+                f"with `python scripts/download_embedding_model.py --model {self.embedding_model}` "
+                "(or `make models`)."
+            )
