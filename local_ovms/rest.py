@@ -253,7 +253,7 @@ class RestServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"cannot serve REST on {self.address}")
+                raise RuntimeError(f"cannot bind REST to {self.address} (port in use?)")
             time.sleep(0.01)
 
     def stop(self) -> None:

@@ -4,6 +4,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, free_port
 from tests.server.graphs import STANDARD_GRAPHS, write_config
 
@@ -36,14 +38,17 @@ def test_config_that_is_not_json(tmp_path):
     assert "is not valid JSON" in result.stderr
 
 
-def test_grpc_port_in_use(tmp_path):
+@pytest.mark.parametrize("which", ["gRPC", "REST"])
+def test_port_in_use(tmp_path, which):
     config = write_config(tmp_path, {"increment": STANDARD_GRAPHS["increment"]})
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        result = run_server("--config_path", str(config), "--port", str(taken.getsockname()[1]))
+        port = str(taken.getsockname()[1])
+        ports = ["--port", port] if which == "gRPC" else ["--port", str(free_port()), "--rest_port", port]
+        result = run_server("--config_path", str(config), "--rest_bind_address", "127.0.0.1", *ports)
     assert result.returncode == 1
-    assert "cannot bind gRPC" in result.stderr
+    assert f"cannot bind {which}" in result.stderr
 
 
 def test_bad_flag_values_are_refused(tmp_path):
