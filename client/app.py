@@ -258,7 +258,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ovms_url", default="localhost:9000", help="gRPC host:port of the model server")
     parser.add_argument("--model_name", default=DEFAULT_MODEL, help="graph name served by the server")
     parser.add_argument(
-        "--concurrency", type=int, default=16, help="answers streamed at once (match the server's capacity)"
+        "--concurrency",
+        type=int,
+        default=16,
+        help="answers streamed at once by the page's queue; keep it within what the server runs at once "
+        "(the servable's MAX_NUM_SEQS, the server's --max_streams)",
     )
     parser.add_argument("--status_every", type=float, default=5.0, help="seconds between readiness checks")
     return parser.parse_args(argv)
