@@ -28,7 +28,12 @@ Packet = tuple[str, Any, int]
 
 
 class ExecutionError(Exception):
-    """A request failed inside the graph; the message is what the client is told."""
+    """A request failed inside the graph; the message is what the client is told, ``detail`` what is
+    logged (which node, which exception)."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,10 @@ class GraphInstance:
                     self._advance(node, timestamp, pending, out)
                 elif inputs:
                     self._start(node, inputs, timestamp, pending, out)
+        except ExecutionError as exc:
+            log.warning("graph %r: request failed: %s", self.graph.name, exc.detail)
+            self.close()
+            raise
         except BaseException:
             self.close()
             raise
@@ -202,6 +211,7 @@ class GraphInstance:
                 out.append((name, tensor, ts))
 
     def _failed(self, node: _NodeRuntime, what: str, exc: Exception) -> ExecutionError:
-        log.warning("graph %r node %r: %s raised %s", self.graph.name, node.name, what, describe(exc))
         log.debug("traceback:\n%s", traceback.format_exc())
-        return ExecutionError(str(exc) or type(exc).__name__)
+        return ExecutionError(
+            str(exc) or type(exc).__name__, f"node {node.name!r}: {what} raised {describe(exc)}"
+        )
