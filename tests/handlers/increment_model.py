@@ -1,9 +1,13 @@
-"""Adds 1 to every element of its numeric input; also reports the initialize kwargs it got."""
+"""Adds 1 to every element of its numeric input; also reports the initialize kwargs it got and counts
+its calls in a prometheus_client metric (which the server's /metrics must show)."""
 
 import json
 
 import numpy as np
+from prometheus_client import Counter
 from pyovms import Tensor
+
+EXECUTIONS = Counter("test_increment_executions", "execute calls of the increment test servable")
 
 
 class OvmsPythonModel:
@@ -12,6 +16,7 @@ class OvmsPythonModel:
         self.output_name = kwargs["output_names"][0]
 
     def execute(self, inputs):
+        EXECUTIONS.inc()
         (tensor,) = inputs
         result = np.array(tensor) + 1
         return [

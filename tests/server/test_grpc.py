@@ -385,3 +385,4 @@ def test_metrics_count_requests_streams_and_servable_metrics(server, client):
     assert 'ovms_active_streams{model="count"} 1.0' in text
     assert 'ovms_request_latency_seconds_bucket{api="grpc",le="0.005",model="increment"}' in text
     assert "process_resident_memory_bytes" in text
+    assert "test_increment_executions_total" in text  # registered by the servable itself
