@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from model_prep import cli, compression, quality, registry
-from model_prep.errors import ModelPrepError
-from model_prep.progress import console, steps
+from model_prep.errors import ModelPrepError, reported_as
+from model_prep.progress import console, results, steps
 from model_prep.staging import (
     GIB,
     check_free_space,
@@ -108,7 +108,7 @@ def report(name: str, folders: dict[str, Path], device: str) -> None:
             f"{f.perplexity:.2f}",
             f"{f.tokens_per_s:.1f}",
         )
-    console.print(table)
+    results.print(table)
 
 
 def main() -> None:
@@ -140,7 +140,7 @@ def main() -> None:
     with steps(f"Compress {args.model}", total=max(len(todo), 1)) as step:
         for precision in todo:
             step(precision)
-            with staged_folder(targets[precision]) as staging:
+            with staged_folder(targets[precision]) as staging, reported_as(f"{precision} compression"):
                 compression.compress(source, staging, precision, settings, texts)
     if not args.no_report:
         folders = {p: targets[p] for p in compression.PRECISIONS if p in targets}

@@ -8,6 +8,7 @@ of the same GGUF.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import gguf
@@ -28,6 +29,12 @@ TOKENIZER_SAMPLES = (
 )
 
 
+@lru_cache(maxsize=2)
+def _reader(gguf_path: Path) -> gguf.GGUFReader:
+    """The parsed GGUF (parsing a 49k-token vocabulary takes seconds; done once per file)."""
+    return gguf.GGUFReader(gguf_path)
+
+
 def _field(reader: gguf.GGUFReader, key: str, default=None):
     field = reader.fields.get(key)
     return default if field is None else field.contents()
@@ -37,7 +44,7 @@ def tokenizer_from_gguf(gguf_path: Path):
     """Rebuild the GGUF's byte-level BPE tokenizer (special tokens, chat template) as a transformers one."""
     from transformers import PreTrainedTokenizerFast
 
-    reader = gguf.GGUFReader(gguf_path)
+    reader = _reader(gguf_path)
     kind, pre = _field(reader, "tokenizer.ggml.model"), _field(reader, "tokenizer.ggml.pre", "default")
     if kind != "gpt2" or pre not in BYTE_LEVEL_PRE:
         raise ModelPrepError(
@@ -100,7 +107,7 @@ def check_tokenizer_matches_genai(gguf_path: Path, tokenizer) -> None:
 
 def gguf_parameter_count(gguf_path: Path) -> int:
     """Number of weights in the GGUF (what sizes its float32 Hugging Face and IR copies)."""
-    return sum(int(tensor.n_elements) for tensor in gguf.GGUFReader(gguf_path).tensors)
+    return sum(int(tensor.n_elements) for tensor in _reader(gguf_path).tensors)
 
 
 def hf_folder_from_gguf(gguf_path: Path, out_dir: Path) -> None:

@@ -15,7 +15,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress and messages
+results = Console()  # result tables, on standard output
 
 
 @contextmanager

