@@ -4,6 +4,7 @@ results.md and results.png."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import platform
@@ -17,7 +18,9 @@ from pathlib import Path
 from rich.console import Console
 
 from bench import report
+from bench.servable import ServerBench
 from bench.settings import PARTS, PROMPTS, REPO, SERVER_PARTS, Settings
+from bench.timing import GenerationResult
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -92,58 +95,82 @@ def _context(settings: Settings) -> dict[str, str]:
     }
 
 
-def _run(outcome: report.Outcome, parts: set[str], label: str, step: Callable[[], None]) -> None:
-    """Run one step covering `parts`; a failure is recorded against them and the run goes on."""
-    wanted = {p for p in parts if outcome.settings.runs(p)}
-    for part in parts - wanted:
-        outcome.problems[part] = "skipped"
+def _attempt(
+    outcome: report.Outcome, parts: set[str], label: str, step: Callable[..., object], *args: object
+) -> bool:
+    """Run `step(*args)` for those of `parts` still wanted; a failure is recorded against them and the run
+    goes on with the other parts. True when it ran and succeeded."""
+    wanted = {part for part in parts if part not in outcome.problems}
     if not wanted:
-        return
-    console.rule(label)
+        return False
+    console.log(f"{label} ...")
     started = time.monotonic()
     try:
-        step()
-    except Exception as exc:  # noqa: BLE001 - reported in the table; the other parts still run
+        step(*args)
+    except Exception as exc:  # reported in the tables; the other parts still run
         traceback.print_exc()
         for part in wanted:
             outcome.problems[part] = f"error: {type(exc).__name__}: {exc}".splitlines()[0]
+        return False
     console.log(f"{label}: {time.monotonic() - started:.0f} s")
-    gc.collect()
+    return True
 
 
 def run(settings: Settings, command: str) -> report.Outcome:
+    """All parts in one run. The three generation systems are loaded side by side and measured one
+    after the other at each number of streams, so that a busy machine skews them alike."""
     outcome = report.Outcome(settings, command, context=_context(settings))
+    outcome.problems |= dict.fromkeys(settings.skip, "skipped")
+    values = outcome.values
 
-    def embeddings() -> None:
+    def add_generation(runner: Callable[..., GenerationResult], *args: object) -> None:
+        outcome.generation.append(runner(*args))
+
+    def add_values(measure: Callable[..., dict[str, float]], *args: object) -> None:
+        values.update(measure(*args))
+
+    def embeddings() -> dict[str, float]:
         from bench import embeddings
 
-        outcome.values |= embeddings.measure(settings)
+        return embeddings.measure(settings)
 
-    def server() -> None:
-        from bench import servable
-
-        results, values = servable.measure(settings, outcome.values.get("ov_chunks_per_s"))
-        outcome.generation += results
-        outcome.values |= values
-
-    def genai() -> None:
+    def load_genai() -> None:
         from bench.genai import GenAI
 
         pipelines = GenAI(settings.llm_dir, settings.max_new_tokens)
-        for streams in settings.streams:
-            outcome.generation.append(pipelines.run(streams, settings.rounds(streams), PROMPTS))
+        runners["genai"] = lambda n: pipelines.run(n, settings.rounds(n), PROMPTS)
 
-    def reference() -> None:
+    def load_reference() -> None:
         from bench.reference import Reference
 
         models = Reference(settings.llm_dir, max(settings.streams), settings.max_new_tokens)
-        for streams in settings.streams:
-            outcome.generation.append(models.run(streams, settings.rounds(streams), PROMPTS))
+        runners["reference"] = lambda n: models.run(n, settings.rounds(n), PROMPTS)
 
-    _run(outcome, {"retrieval", "indexing"}, "4, 5a. retrieval and indexing", embeddings)
-    _run(outcome, set(SERVER_PARTS), "1, 5b, 6, 7. through the local server", server)
-    _run(outcome, {"genai"}, "2. OpenVINO GenAI", genai)
-    _run(outcome, {"reference"}, "3. reference approach", reference)
+    _attempt(outcome, {"retrieval", "indexing"}, "4, 5a. retrieval and indexing", add_values, embeddings)
+    gc.collect()
+    runners: dict[str, Callable[[int], GenerationResult]] = {}
+    with contextlib.ExitStack() as stack:
+        bench = stack.enter_context(ServerBench(settings)) if SERVER_PARTS - settings.skip else None
+        if bench and _attempt(outcome, set(SERVER_PARTS), "1, 5b, 6, 7. start the local server", bench.start):
+            if settings.runs("servable"):
+                runners["servable"] = bench.generation
+        else:
+            bench = None
+        _attempt(outcome, {"genai"}, "2. load the GenAI pipelines", load_genai)
+        _attempt(outcome, {"reference"}, f"3. load {max(settings.streams)} reference models", load_reference)
+        for streams in settings.streams:
+            for part, runner in list(runners.items()):
+                _attempt(outcome, {part}, f"{part} at {streams} streams", add_generation, runner, streams)
+        runners.clear()
+        gc.collect()
+        if bench:
+            if 1 in settings.streams:
+                label = "servable + RAG at 1 stream"
+                _attempt(outcome, {"servable"}, label, add_generation, bench.generation, 1, True)
+            _attempt(outcome, {"memory"}, "7. memory", add_values, bench.memory)
+            _attempt(outcome, {"reindex"}, "5b. re-index", add_values, bench.reindex)
+            reload_args = (bench.live_reload, values.get("ov_chunks_per_s"))
+            _attempt(outcome, {"reload"}, "6. live reload", add_values, *reload_args)
     outcome.context["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return outcome
 

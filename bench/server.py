@@ -74,7 +74,7 @@ class Server:
                 try:
                     if client.is_server_ready() and client.is_model_ready(MODEL_NAME):
                         return
-                except Exception:  # noqa: BLE001 - not listening yet
+                except Exception:  # not listening yet
                     pass
                 time.sleep(0.5)
         finally:

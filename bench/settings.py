@@ -76,7 +76,8 @@ class Settings:
     streams: tuple[int, ...] = (1, 4, 16)
     max_new_tokens: int = 128
     requests_per_level: int = 8  # each stream runs ceil(requests_per_level / streams) requests
-    chunks: int = 1000
+    chunks: int = 1000  # in the retrieval index
+    indexing_chunks: int = 256  # embedded by both embedders for chunks/s
     queries: int = 60
     documents: int = 20
     document_sentences: int = 40
@@ -89,7 +90,13 @@ class Settings:
     def quick(cls, **overrides) -> Settings:
         """Tiny settings: checks the plumbing in well under a minute of generation."""
         values = dict(
-            streams=(1, 2), max_new_tokens=8, requests_per_level=2, chunks=60, queries=5, document_sentences=4
+            streams=(1, 2),
+            max_new_tokens=8,
+            requests_per_level=2,
+            chunks=60,
+            indexing_chunks=32,
+            queries=5,
+            document_sentences=4,
         )
         return cls(**(values | overrides))
 

@@ -91,7 +91,7 @@ def run_streams(
     """
     barrier = threading.Barrier(streams)
     results: list[RequestTiming] = []
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
     lock = threading.Lock()
 
     def worker(index: int) -> None:
@@ -99,7 +99,7 @@ def run_streams(
         for r in range(rounds):
             try:
                 timing = generate(index, prompts[(index + r) % len(prompts)])
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            except Exception as exc:  # re-raised in the caller's thread
                 with lock:
                     errors.append(exc)
                 return
