@@ -149,9 +149,9 @@ class StreamSession:
                 if not instance.busy:
                     break
                 if self._cancelled or self._cut:
+                    status = "CANCELLED"
                     with self._lock:
                         instance.close()
-                    status = "CANCELLED"
                     if self._cut and not self._cancelled:
                         yield kserve.error_response(_CUT)
                     return
@@ -171,6 +171,9 @@ class StreamSession:
             with self._lock:
                 self._instance = None
             yield self._error(str(exc), request.id)
+        except GeneratorExit:  # the call ended (cancel, disconnect) while a response was on its way
+            status = "CANCELLED"
+            raise
         finally:
             if job is not None:
                 self._activity.end(job)

@@ -290,8 +290,9 @@ def test_new_data_while_generating_is_resource_exhausted(server):
     assert len([e for e in events if e.output == "number"]) == 9
 
 
-def _closed_markers(markers: Path) -> list[float]:
-    return [float(p.read_text()) for p in markers.glob("closed-*")]
+def metrics_text(server) -> str:
+    with urllib.request.urlopen(f"{server.rest_url}/metrics") as response:
+        return response.read().decode()
 
 
 def _wait_for_marker(markers: Path, before: set[Path], timeout: float = 5.0) -> float:
@@ -314,6 +315,11 @@ def test_cancel_mid_stream_closes_the_generator_within_a_second(server, markers)
     stream.close(cancel=True)
     closed_at = _wait_for_marker(markers, before)
     assert 0 <= closed_at - cancelled_at < 1.0
+    with urllib.request.urlopen(f"{server.rest_url}/metrics") as response:
+        assert (
+            'ovms_requests_total{api="grpc_stream",model="count",status="CANCELLED"}'
+            in response.read().decode()
+        )
 
 
 def test_client_disconnect_closes_the_generator_within_a_second(server, markers):
@@ -375,8 +381,7 @@ def test_metrics_count_requests_streams_and_servable_metrics(server, client):
     try:
         stream.send("count", [count_input(3, 0)])
         stream.until("done")
-        with urllib.request.urlopen(f"{server.rest_url}/metrics") as response:
-            text = response.read().decode()
+        text = metrics_text(server)
     finally:
         stream.close()
     assert 'ovms_requests_total{api="grpc",model="increment",status="OK"}' in text
