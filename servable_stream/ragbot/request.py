@@ -76,14 +76,16 @@ def decode_input(tensors: list[Any]) -> str:
         raise _error(f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start})") from None
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
 def _check_type(name: str, value: Any, kind: type) -> None:
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if not ok:
-        raise _error(
-            f"'{name}' must be {'a number' if kind is float else 'a ' + kind.__name__}, got {value!r}"
-        )
+        raise _error(f"'{name}' must be {_KIND_NAMES[kind]}, got {json.dumps(value)}")
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, str]]:

@@ -15,6 +15,16 @@ REGISTRY_FILE = Path(__file__).with_name("models.json")
 DEVICES = ("CPU", "GPU", "AUTO", "NPU")
 
 
+def pooling_of(model_dir: Path, registry_entry: dict) -> str:
+    """ "mean" or "cls": from the sentence-transformers pooling config when the folder has one."""
+    config = model_dir / "1_Pooling" / "config.json"
+    if config.exists():
+        return (
+            "cls" if json.loads(config.read_text(encoding="utf-8")).get("pooling_mode_cls_token") else "mean"
+        )
+    return registry_entry.get("pooling", "mean")
+
+
 def load_registry() -> dict:
     """The model registry shared with scripts/ (servable_stream/ragbot/models.json)."""
     return json.loads(REGISTRY_FILE.read_text(encoding="utf-8"))
@@ -87,6 +97,10 @@ class Settings:
             raise ValueError(
                 f"CHUNK_OVERLAP ({chunk_overlap}) must be smaller than CHUNK_SIZE ({chunk_size})"
             )
+        embedding_dir = path("EMBEDDING_MODEL_DIR", embedding)
+        pooling = text("EMBEDDING_POOLING", "") or pooling_of(embedding_dir, emb_entry)
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"EMBEDDING_POOLING must be mean or cls, got {pooling!r}")
         roots = [base]
         for item in env.get("DOCS_ALLOWED_ROOTS", "").split(os.pathsep):
             if item.strip():
@@ -96,8 +110,8 @@ class Settings:
             selected_model=selected,
             llm_model_dir=path("LLM_MODEL_DIR", f"{selected}_{precision}_compressed_weights"),
             embedding_model=embedding,
-            embedding_model_dir=path("EMBEDDING_MODEL_DIR", embedding),
-            embedding_pooling=text("EMBEDDING_POOLING", emb_entry.get("pooling", "mean")).lower(),
+            embedding_model_dir=embedding_dir,
+            embedding_pooling=pooling,
             embedding_query_instruction=emb_entry.get("query_instruction", ""),
             device=device,
             chunk_size=chunk_size,

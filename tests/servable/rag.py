@@ -1,0 +1,235 @@
+"""Helpers of the servable tests: a copy of servable_stream/ to serve, a tritonclient stream reader,
+/metrics and status readers, and a loopback HTTP server for the document fetcher."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import shutil
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import REPO, OvmsServer
+
+SERVABLE = REPO / "servable_stream"
+LLM_DIR = SERVABLE / "smollm2-135m-instruct_INT4_compressed_weights"
+EMBEDDING_DIR = SERVABLE / "all-MiniLM-L6-v2"
+MODEL = "python_model"
+
+
+def require_models() -> None:
+    missing = [str(d) for d in (LLM_DIR, EMBEDDING_DIR) if not (d / "openvino_model.xml").exists()]
+    if missing:
+        pytest.skip(f"default models missing ({', '.join(missing)}): run `make models`")
+
+
+@dataclass
+class ServableCopy:
+    """servable_stream/ copied to a temporary folder with its own docs.txt and index; models linked."""
+
+    base: Path
+
+    @classmethod
+    def make(cls, target: Path, docs: dict[str, str], entries: list[str]) -> ServableCopy:
+        """Copy the code, write `docs` (relative path -> text) and a docs.txt listing `entries`."""
+        target.mkdir(parents=True)
+        for name in ("config.json", "graph.pbtxt", "model.py"):
+            shutil.copy2(SERVABLE / name, target / name)
+        shutil.copytree(SERVABLE / "ragbot", target / "ragbot", ignore=shutil.ignore_patterns("__pycache__"))
+        for model in (LLM_DIR, EMBEDDING_DIR):
+            (target / model.name).symlink_to(model, target_is_directory=True)
+        for name, text in docs.items():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_text(text, encoding="utf-8")
+        copy = cls(target)
+        copy.write_docs(entries)
+        return copy
+
+    @property
+    def config(self) -> Path:
+        return self.base / "config.json"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.base / ".rag_index"
+
+    def write_docs(self, entries: list[str]) -> None:
+        """Replace docs.txt the way editors save: a new file renamed over the old one."""
+        tmp = self.base / ".docs.txt.new"
+        tmp.write_text("# test documents\n" + "\n".join(entries) + "\n", encoding="utf-8")
+        tmp.replace(self.base / "docs.txt")
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.index_dir / "status.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+
+@dataclass
+class Answer:
+    """What one request produced, in arrival order."""
+
+    order: list[str] = field(default_factory=list)
+    sources: list[dict] | None = None
+    pieces: list[str] = field(default_factory=list)
+    end: dict | None = None
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+class Stream:
+    """One tritonclient gRPC stream to the servable."""
+
+    def __init__(self, url: str) -> None:
+        self.client = grpcclient.InferenceServerClient(url)
+        self.events: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.client.start_stream(callback=self._on_response)
+
+    def _on_response(self, result: Any, error: Any) -> None:
+        if error is not None:
+            self.events.put(("error", error.message() if hasattr(error, "message") else str(error)))
+            return
+        for output in result.get_response().outputs:
+            self.events.put((output.name, result.as_numpy(output.name).tobytes().decode("utf-8")))
+
+    def send(self, request: str | bytes | dict, serialized: bool = False, tensor: Any = None) -> None:
+        """Send a question: raw BYTES content (the reference client), a tritonclient-serialized
+        element (`serialized`), a JSON request (dict), or a ready-made InferInput (`tensor`)."""
+        if tensor is None:
+            data = json.dumps(request) if isinstance(request, dict) else request
+            data = data.encode("utf-8") if isinstance(data, str) else data
+            tensor = grpcclient.InferInput("pre_prompt", [1], "BYTES")
+            if serialized:
+                tensor.set_data_from_numpy(np.array([data], dtype=object))
+            else:
+                tensor._raw_content = data
+        self.client.async_stream_infer(MODEL, [tensor])
+
+    def next_event(self, answer: Answer, timeout: float) -> str:
+        kind, value = self.events.get(timeout=timeout)
+        answer.order.append(kind)
+        if kind == "error":
+            answer.error = value
+        elif kind == "sources":
+            answer.sources = json.loads(value)
+        elif kind == "completion":
+            answer.pieces.append(value)
+        elif kind == "end_signal":
+            answer.end = json.loads(value)
+        return kind
+
+    def collect(self, timeout: float = 120.0) -> Answer:
+        answer = Answer()
+        deadline = time.monotonic() + timeout
+        while self.next_event(answer, max(0.01, deadline - time.monotonic())) not in ("end_signal", "error"):
+            pass
+        return answer
+
+    def close(self, cancel: bool = True) -> None:
+        try:
+            self.client.stop_stream(cancel_requests=cancel)
+        finally:
+            self.client.close()
+
+
+def ask(url: str, request: str | bytes | dict, timeout: float = 120.0, **send: Any) -> Answer:
+    """One request on a fresh stream."""
+    stream = Stream(url)
+    try:
+        stream.send(request, **send)
+        return stream.collect(timeout)
+    finally:
+        stream.close()
+
+
+def metrics(server: OvmsServer) -> dict[str, float]:
+    """/metrics as {'name{label="v"}': value}."""
+    with urllib.request.urlopen(f"{server.rest_url}/metrics", timeout=10) as response:
+        text = response.read().decode("utf-8")
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return values
+
+
+def model_ready(server: OvmsServer) -> bool:
+    try:
+        with urllib.request.urlopen(f"{server.rest_url}/v2/models/{MODEL}/ready", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    """Call `check` until it returns something true (returned) or `timeout` passes (last value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+class LoopbackSite:
+    """A threaded HTTP server on 127.0.0.1 with canned routes: path -> (status, headers, body, delay)."""
+
+    def __init__(self, tls_cert: Path | None = None) -> None:
+        self.routes: dict[str, tuple[int, dict[str, str], bytes, float]] = {}
+        routes = self.routes
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                status, headers, body, delay = routes.get(self.path, (404, {}, b"not found", 0.0))
+                time.sleep(delay)
+                self.send_response(status)
+                for key, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client may have given up (timeout tests)
+                    self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls_cert is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls_cert)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def route(
+        self, path: str, body: bytes = b"", status: int = 200, delay: float = 0.0, **headers: str
+    ) -> str:
+        self.routes[path] = (status, {k.replace("_", "-"): v for k, v in headers.items()}, body, delay)
+        return self.url(path)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,162 @@
+"""The document fetcher and loaders: formats, docs.txt parsing, and every refusal with its reason."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from ragbot.documents import Entry, Fetcher, FetchLimits, parse_docs_file
+
+from tests.servable.rag import SERVABLE, LoopbackSite
+
+LIMITS = FetchLimits(timeout_s=1.0, max_bytes=4096, max_redirects=2)
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    root = tmp_path / "servable"
+    (root / "docs" / "nested").mkdir(parents=True)
+    (root / "docs" / "a.md").write_text("# Alpha title\nThe alpha fact.", encoding="utf-8")
+    (root / "docs" / "nested" / "b.txt").write_text("Bravo fact.", encoding="utf-8")
+    (root / "docs" / "image.png").write_bytes(b"\x89PNG")
+    (tmp_path / "outside.txt").write_text("secret", encoding="utf-8")
+    (root / "docs" / "link.txt").symlink_to(tmp_path / "outside.txt")
+    return root
+
+
+def load(fetcher: Fetcher, text: str):
+    return fetcher.load_entry(Entry(1, text))
+
+
+def reasons(failures) -> list[str]:
+    return [f.reason for f in failures]
+
+
+def test_docs_file_skips_comments_and_blank_lines():
+    entries = parse_docs_file(
+        "# comment\n\n  documents/  \nhttps://example.org/a.html\n   # indented comment\n"
+    )
+    assert entries == [Entry(3, "documents/"), Entry(4, "https://example.org/a.html")]
+
+
+def test_sample_documents_load_in_every_format():
+    fetcher = Fetcher(SERVABLE, (SERVABLE,), FetchLimits(5, 10_000_000, 3))
+    documents, failures = load(fetcher, "documents/")
+    assert failures == []
+    by_source = {d.source: d for d in documents}
+    assert set(by_source) == {
+        "documents/faq.html",
+        "documents/harvest-tern-ht7.md",
+        "documents/ht7-safety-data-sheet.pdf",
+        "documents/lumenfold-company.md",
+        "documents/support.txt",
+    }
+    assert by_source["documents/faq.html"].title == "Lumenfold Robotics FAQ"
+    assert "45 days" in by_source["documents/faq.html"].text
+    assert "not content" not in by_source["documents/faq.html"].text  # scripts are dropped
+    assert by_source["documents/harvest-tern-ht7.md"].title == "Harvest Tern HT-7 product sheet"
+    assert "11 metres per second" in by_source["documents/ht7-safety-data-sheet.pdf"].text
+    assert by_source["documents/ht7-safety-data-sheet.pdf"].title == "Harvest Tern HT-7 Safety Data Sheet"
+
+
+def test_folder_reads_supported_files_and_reports_the_rest(base: Path):
+    documents, failures = load(Fetcher(base, (base,), LIMITS), "docs")
+    assert [d.source for d in documents] == ["docs/a.md", "docs/nested/b.txt"]
+    assert documents[0].title == "Alpha title"
+    failed = {f.source: f.reason for f in failures}
+    assert "unsupported file type '.png'" in failed["docs/image.png"]
+    assert "outside the allowed roots" in failed["docs/link.txt"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ("file:///etc/passwd", "scheme 'file' is not allowed (http and https only)"),
+        ("ftp://127.0.0.1/a.txt", "scheme 'ftp' is not allowed"),
+        ("/etc/passwd", "path /etc/passwd is outside the allowed roots"),
+        ("../outside.txt", "outside the allowed roots"),
+        ("docs/missing.md", "no such file or folder"),
+    ],
+)
+def test_refused_entries(base: Path, entry: str, reason: str):
+    documents, failures = load(Fetcher(base, (base,), LIMITS), entry)
+    assert documents == []
+    assert len(failures) == 1 and reason in failures[0].reason
+
+
+def test_extra_allowed_root(base: Path):
+    fetcher = Fetcher(base, (base, base.parent), LIMITS)
+    documents, failures = load(fetcher, "../outside.txt")
+    assert failures == [] and documents[0].text == "secret"
+
+
+def test_local_file_over_the_size_limit(base: Path):
+    (base / "big.txt").write_text("x" * 5000, encoding="utf-8")
+    _, failures = load(Fetcher(base, (base,), LIMITS), "big.txt")
+    assert "5000 bytes is more than the limit of 4096 (FETCH_MAX_BYTES)" in failures[0].reason
+
+
+def test_url_formats_and_redirects(base: Path, site):
+    html = b"<html><head><title>Web page</title></head><body><p>Charlie fact.</p></body></html>"
+    site.route("/page", html, Content_Type="text/html; charset=utf-8")
+    site.route("/hop1", status=302, Location="/page")
+    fetcher = Fetcher(base, (base,), LIMITS)
+    documents, failures = load(fetcher, site.url("/hop1"))
+    assert failures == []
+    assert (documents[0].source, documents[0].title, documents[0].text) == (
+        site.url("/hop1"),
+        "Web page",
+        "Web page\nCharlie fact.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "reason"),
+    [
+        ("/gone", {}, "HTTP 404 Not Found"),
+        (
+            "/big",
+            {"body": b"y" * 5000, "Content_Type": "text/plain"},
+            "5000 bytes is more than the limit of 4096",
+        ),
+        ("/loop", {"status": 302, "Location": "/loop"}, "more than 2 redirects (FETCH_MAX_REDIRECTS)"),
+        ("/to-file", {"status": 301, "Location": "file:///etc/passwd"}, "scheme 'file' is not allowed"),
+        (
+            "/binary",
+            {"body": b"\x00\x01", "Content_Type": "application/octet-stream"},
+            "unsupported content type",
+        ),
+        ("/slow", {"body": b"late", "delay": 3.0, "Content_Type": "text/plain"}, "took longer than 1.0 s"),
+    ],
+)
+def test_refused_urls(base: Path, site, path: str, route: dict, reason: str):
+    if route:
+        site.route(path, **route)
+    started = time.monotonic()
+    documents, failures = load(Fetcher(base, (base,), LIMITS), site.url(path))
+    assert documents == [] and reason in failures[0].reason
+    assert time.monotonic() - started < 2.5  # a slow server cannot stall the caller
+
+
+def test_tls_certificate_is_verified(base: Path, tmp_path: Path):
+    """A loopback HTTPS server with a self-signed certificate is refused (verification stays on)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    pem = tmp_path / "self-signed.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(pem), "-out", str(pem)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    site = LoopbackSite(tls_cert=pem)
+    try:
+        site.route("/doc.txt", b"text", Content_Type="text/plain")
+        _, failures = load(Fetcher(base, (base,), LIMITS), site.url("/doc.txt"))
+    finally:
+        site.close()
+    assert site.url("").startswith("https://")
+    assert "TLS certificate verification failed" in failures[0].reason
+    assert "CERTIFICATE_VERIFY_FAILED" in failures[0].reason

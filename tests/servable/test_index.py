@@ -1,0 +1,170 @@
+"""The on-disk index: incremental builds, reuse across restarts without embedding, atomic writes,
+corrupt or mismatched stores detected and rebuilt, the last good index kept when docs.txt is bad.
+Real OpenVINO embeddings (the default MiniLM folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from langchain_core.embeddings import Embeddings
+from ragbot.documents import Fetcher, FetchLimits
+from ragbot.embeddings import CountedOpenVINOEmbeddings
+from ragbot.index import IndexManager
+
+from tests.servable.rag import EMBEDDING_DIR, require_models
+
+DOCS = {
+    "docs/ferries.md": "# Ferries\nThe Nordvik ferry leaves the harbour at 06:40 every weekday.",
+    "docs/bakery.txt": "The Hallgrim bakery sells cardamom buns for 38 kroner.",
+    "docs/lighthouse.txt": "The Skarv lighthouse was painted teal in 1987.",
+}
+
+
+class Counting(Embeddings):
+    """Counts the texts sent to the embedding model (wraps the real one)."""
+
+    def __init__(self, model: CountedOpenVINOEmbeddings) -> None:
+        self.model = model
+        self.texts = 0
+        self.key = model.key
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.texts += len(texts)
+        return self.model.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.model.embed_query(text)
+
+
+@pytest.fixture(scope="module")
+def model() -> CountedOpenVINOEmbeddings:
+    require_models()
+    return CountedOpenVINOEmbeddings(EMBEDDING_DIR, "CPU", "mean")
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    for name, text in DOCS.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    (tmp_path / "docs.txt").write_text("docs/\n", encoding="utf-8")
+    return tmp_path
+
+
+def manager(base: Path, model, key: str | None = None) -> tuple[IndexManager, Counting]:
+    embeddings = Counting(model)
+    fetcher = Fetcher(base, (base,), FetchLimits(2, 1_000_000, 2))
+    index = IndexManager(base / "docs.txt", base / "index", fetcher, embeddings, key or model.key, 300, 30)
+    return index, embeddings
+
+
+def top_document(index: IndexManager, question: str) -> str:
+    return index.search(question, 1)[0][0].metadata["document"]
+
+
+def test_build_search_and_restart_without_embedding(base: Path, model):
+    index, embeddings = manager(base, model)
+    assert index.load_stored() is False
+    status = index.refresh("first")
+    assert (status["document_count"], status["embedded_chunks"], status["failures"]) == (3, 3, [])
+    assert embeddings.texts == 3
+    assert top_document(index, "When does the ferry leave?") == "docs/ferries.md"
+    doc, score = index.search("How much is a cardamom bun?", 1)[0]
+    assert doc.metadata["document"] == "docs/bakery.txt" and 0.3 < score <= 1.0
+
+    restarted, embeddings = manager(base, model)
+    assert restarted.load_stored() is True
+    assert restarted.status["loaded_from_disk"] is True
+    assert restarted.refresh("compare with docs.txt")["embedded_chunks"] == 0
+    assert embeddings.texts == 0
+    assert top_document(restarted, "What colour is the lighthouse?") == "docs/lighthouse.txt"
+    saved = json.loads((base / "index" / "status.json").read_text(encoding="utf-8"))
+    assert saved["chunks"] == 3 and saved["embedded_chunks"] == 0
+
+
+def test_only_new_or_changed_documents_are_embedded(base: Path, model):
+    index, embeddings = manager(base, model)
+    index.refresh("first")
+    (base / "docs" / "bakery.txt").write_text(
+        "The Hallgrim bakery closed; it sells nothing now.", encoding="utf-8"
+    )
+    (base / "docs" / "museum.md").write_text("# Museum\nThe whaling museum opens at noon.", encoding="utf-8")
+    embeddings.texts = 0
+    status = index.refresh("changed")
+    assert (status["embedded_chunks"], status["reused_chunks"], status["document_count"]) == (2, 2, 4)
+    assert embeddings.texts == 2
+    assert {d["document"]: d["embedded"] for d in status["documents"]} == {
+        "docs/bakery.txt": True,
+        "docs/ferries.md": False,
+        "docs/lighthouse.txt": False,
+        "docs/museum.md": True,
+    }
+    assert top_document(index, "When does the museum open?") == "docs/museum.md"
+
+
+def test_bad_docs_file_keeps_the_last_good_index(base: Path, model):
+    index, _ = manager(base, model)
+    index.refresh("first")
+    (base / "docs.txt").write_text("# nothing listed\n", encoding="utf-8")
+    status = index.refresh("emptied")
+    assert "lists no documents; previous index kept" in status["message"]
+    (base / "docs.txt").write_text("docs/missing.md\n", encoding="utf-8")
+    status = index.refresh("broken")
+    assert "no document could be loaded" in status["message"]
+    assert "no such file" in status["failures"][0]["reason"]
+    (base / "docs.txt").unlink()
+    assert "cannot read" in index.refresh("deleted")["message"]
+    assert top_document(index, "When does the ferry leave?") == "docs/ferries.md"
+    assert index.status["document_count"] == 3
+
+
+def current_build(base: Path) -> Path:
+    return base / "index" / (base / "index" / "CURRENT").read_text().strip()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete_chunks"])
+def test_corrupt_store_is_detected_and_rebuilt(base: Path, model, damage: str):
+    index, _ = manager(base, model)
+    index.refresh("first")
+    build = current_build(base)
+    if damage == "truncate":
+        data = (build / "index.faiss").read_bytes()
+        (build / "index.faiss").write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        (build / "chunks.json").write_text((build / "chunks.json").read_text().replace("ferry", "fairy"))
+    else:
+        (build / "chunks.json").unlink()
+    restarted, embeddings = manager(base, model)
+    assert restarted.load_stored() is False
+    assert "missing or corrupt" in restarted.status["message"]
+    status = restarted.refresh("rebuild")
+    assert status["embedded_chunks"] == 3 and embeddings.texts == 3
+    assert restarted.load_stored() is True
+
+
+def test_index_of_another_embedding_model_is_rebuilt(base: Path, model):
+    index, _ = manager(base, model)
+    index.refresh("first")
+    other, embeddings = manager(base, model, key="other-model:0000:mean")
+    assert other.load_stored() is False
+    assert "made with embedding model" in other.status["message"]
+    assert other.refresh("rebuild")["embedded_chunks"] == 3 and embeddings.texts == 3
+
+
+def test_interrupted_build_leaves_the_previous_index(base: Path, model):
+    index, _ = manager(base, model)
+    index.refresh("first")
+    previous = current_build(base)
+    # What a crash (SIGKILL) in the middle of writing the next build leaves behind.
+    partial = base / "index" / ".tmp-build-crashed"
+    partial.mkdir()
+    (partial / "index.faiss").write_bytes(b"partial")
+    restarted, embeddings = manager(base, model)
+    assert restarted.load_stored() is True and current_build(base) == previous
+    (base / "docs" / "new.txt").write_text("A new pier opened in May.", encoding="utf-8")
+    restarted.refresh("next")
+    assert embeddings.texts == 1
+    assert not partial.exists() and not previous.exists()
+    assert sorted(p.name for p in (base / "index").iterdir() if p.is_dir()) == [current_build(base).name]
