@@ -1,4 +1,10 @@
-"""Writing graphs and configs for the test servables in tests/handlers/."""
+"""Writing graphs and configs for the test servables in tests/handlers/.
+
+Each handler file there has a unique name because OVMS imports handlers by file name
+(``collision/increment_model.py`` collides on purpose). ``tests/handlers/bad_graphs/`` holds graph
+files that break the contract: their first line says what the server must report, and the line
+marked ``# <- error`` is the line it must name.
+"""
 
 from __future__ import annotations
 
