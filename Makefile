@@ -23,13 +23,7 @@ WEB_PORT    ?= 9001
 BASE_OS               ?= ubuntu
 OVMS_CPP_DOCKER_IMAGE ?= openvino/model_server
 OVMS_CPP_IMAGE_TAG    ?= latest
-ifeq ($(BASE_OS),redhat)
-OVMS_CPP_IMAGE_TAG_SUFFIX := -py
-BASE_OS_DOCKERFILE := docker/Dockerfile.redhat
-else
-BASE_OS_DOCKERFILE := docker/Dockerfile.ubuntu
-endif
-IMAGE_NAME ?= $(OVMS_CPP_DOCKER_IMAGE)-rag-chatbot:$(OVMS_CPP_IMAGE_TAG)
+IMAGE_NAME            ?= $(OVMS_CPP_DOCKER_IMAGE):py
 
 .PHONY: help install models serve client run test lint bench python_image client_image requirements clean
 
@@ -82,8 +76,9 @@ requirements: $(STAMP)  ## Regenerate docker/requirements.txt from pyproject.tom
 	$(PY) docker/requirements.py
 
 python_image:  ## Build the OVMS image with the servable's Python dependencies.
-	docker build -f $(BASE_OS_DOCKERFILE) docker \
-		--build-arg BASE_IMAGE=$(OVMS_CPP_DOCKER_IMAGE):$(OVMS_CPP_IMAGE_TAG)$(OVMS_CPP_IMAGE_TAG_SUFFIX) \
+	@case "$(BASE_OS)" in ubuntu|redhat) ;; *) echo "BASE_OS must be ubuntu or redhat, got '$(BASE_OS)'"; exit 2;; esac
+	docker build -f docker/Dockerfile.$(BASE_OS) docker \
+		--build-arg BASE_IMAGE=$(OVMS_CPP_DOCKER_IMAGE):$(OVMS_CPP_IMAGE_TAG) \
 		-t $(IMAGE_NAME)
 
 client_image:  ## Build the client image.
