@@ -114,6 +114,12 @@ def report(name: str, folders: dict[str, Path], device: str) -> None:
 def main() -> None:
     args = parse_args()
     source = args.source or args.output_dir / args.model
+    known = registry.names("llm")
+    if not is_model_folder(source) and args.source is None and args.model not in known:
+        raise ModelPrepError(
+            f"unknown model name {args.model!r}: no such supported name ({', '.join(known)}) and no model "
+            f"you exported at {source}"
+        )
     if not is_model_folder(source):
         hint = f"python scripts/download_model.py --model {args.model}"
         raise ModelPrepError(

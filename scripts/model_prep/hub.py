@@ -91,6 +91,6 @@ def fetch(model_id: str, revision: str | None, gated: bool, check_space: Callabl
     files = _files_to_fetch({s.rfilename: int(s.size or 0) for s in info.siblings or []})
     check_space(sum(files.values()))
     try:
-        return Path(snapshot_download(model_id, revision=info.sha or revision, allow_patterns=list(files)))
+        return Path(snapshot_download(model_id, revision=revision, allow_patterns=list(files)))
     except Exception as e:  # as above
         raise _explain(e, model_id, gated) from e

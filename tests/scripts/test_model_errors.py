@@ -1,0 +1,193 @@
+"""Clear errors and nothing half-written: unknown names, existing folders, full disks, failures, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.scripts.conftest import SCRIPTS
+
+REGISTRY = json.loads((SCRIPTS.parent / "servable_stream" / "ragbot" / "models.json").read_text())
+LLM_SCRIPTS = ("download_model.py", "compress_model.py")
+
+
+@pytest.mark.parametrize(
+    ("script_name", "kind"),
+    [
+        ("download_model.py", "llm"),
+        ("compress_model.py", "llm"),
+        ("download_embedding_model.py", "embedding"),
+    ],
+)
+def test_help_lists_every_supported_name(script, script_name, kind):
+    result = script(script_name, "--help")
+    assert result.returncode == 0
+    for name, entry in REGISTRY[kind].items():
+        assert name in result.stdout and entry["model_id"] in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("script_name", "kind"),
+    [
+        ("download_model.py", "llm"),
+        ("compress_model.py", "llm"),
+        ("download_embedding_model.py", "embedding"),
+    ],
+)
+def test_unknown_name_lists_the_choices(script, script_name, kind, tmp_path):
+    result = script(script_name, "--model", "no-such-model", "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "unknown" in message and "'no-such-model'" in message
+    assert all(name in message for name in REGISTRY[kind])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_and_model_id_are_exclusive(script):
+    result = script("download_model.py", "--model", "smollm2-135m-instruct", "--model-id", "a/b")
+    assert result.returncode == 2 and "exactly one of --model NAME or --model-id" in result.stderr
+
+
+def test_missing_local_path_is_named(script, tmp_path):
+    result = script(
+        "download_model.py", "--model-id", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path)
+    )
+    assert result.returncode == 2 and "no such file or folder" in result.stderr
+
+
+def test_existing_folder_that_is_not_a_model_is_left_alone(script, tmp_path):
+    target = tmp_path / "all-MiniLM-L6-v2"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    result = script(
+        "download_embedding_model.py", "--model", "all-MiniLM-L6-v2", "--output-dir", str(tmp_path)
+    )
+    assert result.returncode == 2
+    assert "already exists and is not a finished OpenVINO model folder" in " ".join(result.stderr.split())
+    assert "--force" in result.stderr
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all-MiniLM-L6-v2"]
+
+
+def test_compress_without_an_exported_model_says_how_to_make_it(script, tmp_path):
+    result = script("compress_model.py", "--model", "qwen2.5-0.5b-instruct", "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "download_model.py --model qwen2.5-0.5b-instruct" in result.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB file system (tmpfs), so free-space checks meet a truly full disk."""
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("download_model.py", "--model", "smollm2-135m-instruct"),
+        ("download_embedding_model.py", "--model", "all-MiniLM-L6-v2"),
+    ],
+)
+def test_not_enough_disk_is_refused_before_writing(script, small_disk, command):
+    result = script(*command, "--output-dir", str(small_disk))
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "not enough disk space" in message and "GiB needed" in message
+    assert list(small_disk.iterdir()) == []
+
+
+def test_not_enough_disk_for_compression(script, small_disk, tiny_ir):
+    result = script(
+        "compress_model.py",
+        "--model",
+        "tiny-llama",
+        "--source",
+        str(tiny_ir),
+        "--output-dir",
+        str(small_disk),
+    )
+    assert result.returncode == 2 and "not enough disk space" in " ".join(result.stderr.split())
+    assert list(small_disk.iterdir()) == []
+
+
+def test_failed_export_leaves_nothing_behind(script, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    out = tmp_path / "out"
+    result = script("download_model.py", "--model-id", str(broken), "--output-dir", str(out))
+    assert result.returncode == 2
+    assert (
+        f"exporting {broken} failed" in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    )
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_interrupted_conversion_leaves_nothing_behind(tiny_gguf, tmp_path):
+    """Ctrl-C in the middle of a conversion removes the staging folder and exits 130."""
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        str(SCRIPTS / "download_model.py"),
+        "--model-id",
+        str(tiny_gguf),
+        "--output-dir",
+        str(out),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while (
+            not list(out.glob(".tiny-llama.*.partial"))
+            and process.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert list(out.glob(".tiny-llama.*.partial")), "the conversion never started"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "nothing half-written" in stderr
+    assert list(out.iterdir()) == []
+
+
+def test_staged_folder_replaces_the_target_only_when_complete(tmp_path):
+    from model_prep.staging import staged_folder
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staged_folder(target) as staging:
+        (staging / "new.txt").write_text("new")
+        raise RuntimeError("export failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and (target / "old.txt").is_file()
+    with staged_folder(target) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_registry_int4_settings_are_usable():
+    from model_prep.registry import spec_from_registry
+
+    for name in REGISTRY["llm"]:
+        spec = spec_from_registry("llm", name)
+        assert spec.int4.group_size in (-1, 32, 64, 128) and 0 < spec.int4.ratio <= 1
+    assert spec_from_registry("llm", "llama-3.2-1b-instruct").gated
