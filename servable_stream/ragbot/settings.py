@@ -76,7 +76,8 @@ class Settings:
             try:
                 value = kind(raw)
             except ValueError:
-                raise ValueError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+                kind_name = "an integer" if kind is int else "a number"
+                raise ValueError(f"{name} must be {kind_name}, got {raw!r}") from None
             if not lo <= value <= hi:
                 raise ValueError(f"{name} must be between {lo} and {hi}, got {raw}")
             return value
