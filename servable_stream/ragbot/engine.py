@@ -45,7 +45,11 @@ def model_context_length(model_path: Path) -> int:
 
 
 class Generation:
-    """One request in the pipeline. Iterate `pieces()` for text as it is generated."""
+    """One request in the pipeline. Iterate `pieces()` for text as it is generated.
+
+    The stepping thread only moves token ids into the request's queue; the reader's thread turns
+    them into text with its own `TextStreamer`, so detokenizing never delays the next step.
+    """
 
     def __init__(self, engine: Engine, request_id: int, prompt_tokens: int) -> None:
         self._engine = engine
@@ -58,10 +62,11 @@ class Generation:
         self.handle: ov_genai.GenerationHandle | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._finish_lock = threading.Lock()
-        self._streamer = ov_genai.TextStreamer(engine.tokenizer, self._queue.put)
+        self._text: list[str] = []
+        self._streamer = ov_genai.TextStreamer(engine.tokenizer, self._text.append)
 
     def pump(self) -> bool:
-        """Move new tokens into the queue (stepping thread only); True once the request is over."""
+        """Move new token ids into the queue (stepping thread only); True once the request is over."""
         handle = self.handle
         reason = None
         while handle.can_read():
@@ -71,7 +76,7 @@ class Generation:
                     if self.first_token_time is None:
                         self.first_token_time = time.perf_counter()
                     self.generated_tokens += len(ids)
-                    self._streamer.write(ids)
+                    self._queue.put(ids)
                 reason = _FINISH_REASONS.get(output.finish_reason, reason)
         if handle.get_status() == ov_genai.GenerationStatus.RUNNING:
             return False
@@ -79,35 +84,39 @@ class Generation:
         return True
 
     def finish(self, reason: str) -> None:
-        """Flush the detokenizer and close the queue with `reason` (once)."""
+        """Record how the request ended and close its queue (once)."""
         with self._finish_lock:
             if self.finish_reason is not None:
                 return
             self.finish_reason = reason
-        if reason not in ("cancelled", "error"):
-            self._streamer.end()
         self.end_time = time.perf_counter()
         metrics.REQUESTS.labels(reason).inc()
         metrics.GENERATED_TOKENS.inc(self.generated_tokens)
         self._queue.put(_DONE)
 
     def pieces(self) -> Iterator[str]:
-        """Text pieces as generated; pieces that queued up while the reader was busy come joined."""
-        while True:
+        """Text pieces as generated; tokens that queued up while the reader was busy come joined."""
+        done = False
+        while not done:
+            ids: list[int] = []
             item = self._queue.get()
-            if item is _DONE:
-                return
-            parts = [item]
             while True:
+                if item is _DONE:
+                    done = True
+                    break
+                ids.extend(item)
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is _DONE:
-                    yield "".join(parts)
-                    return
-                parts.append(item)
-            yield "".join(parts)
+            if ids:
+                self._streamer.write(ids)
+            if done and self.finish_reason not in ("cancelled", "error"):
+                self._streamer.end()
+            if self._text:
+                text = "".join(self._text)
+                self._text.clear()
+                yield text
 
     def cancel(self) -> None:
         """Abort the request and free its KV cache (idempotent)."""
