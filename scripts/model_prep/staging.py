@@ -58,9 +58,13 @@ def staged_folder(target: Path) -> Iterator[Path]:
     staging.chmod(0o755)  # mkdtemp makes it private; a model folder is readable like any other
     try:
         yield staging
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        if target.exists():  # swap by two renames, so readers of `target` see no gap worth the name
+            replaced = staging.with_suffix(".replaced")
+            target.rename(replaced)
+            staging.rename(target)
+            shutil.rmtree(replaced)
+        else:
+            staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
