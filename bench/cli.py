@@ -117,8 +117,9 @@ def _attempt(
 
 
 def run(settings: Settings, command: str) -> report.Outcome:
-    """All parts in one run. The three generation systems are loaded side by side and measured one
-    after the other at each number of streams, so that a busy machine skews them alike."""
+    """All parts in one run. The servable and GenAI are measured one after the other at each number
+    of streams, so that a busy machine skews them alike; the reference models come after the GenAI
+    pipelines are freed (loaded in the same process they slow GenAI down several times)."""
     outcome = report.Outcome(settings, command, context=_context(settings))
     outcome.problems |= dict.fromkeys(settings.skip, "skipped")
     values = outcome.values
@@ -146,6 +147,11 @@ def run(settings: Settings, command: str) -> report.Outcome:
         models = Reference(settings.llm_dir, max(settings.streams), settings.max_new_tokens)
         runners["reference"] = lambda n: models.run(n, settings.rounds(n), PROMPTS)
 
+    def levels(systems: dict[str, Callable[[int], GenerationResult]]) -> None:
+        for streams in settings.streams:
+            for part, runner in systems.items():
+                _attempt(outcome, {part}, f"{part} at {streams} streams", add_generation, runner, streams)
+
     _attempt(outcome, {"retrieval", "indexing"}, "4, 5a. retrieval and indexing", add_values, embeddings)
     gc.collect()
     runners: dict[str, Callable[[int], GenerationResult]] = {}
@@ -157,10 +163,11 @@ def run(settings: Settings, command: str) -> report.Outcome:
         else:
             bench = None
         _attempt(outcome, {"genai"}, "2. load the GenAI pipelines", load_genai)
+        levels(runners)
+        runners.clear()  # frees the GenAI pipelines before the reference models load
+        gc.collect()
         _attempt(outcome, {"reference"}, f"3. load {max(settings.streams)} reference models", load_reference)
-        for streams in settings.streams:
-            for part, runner in list(runners.items()):
-                _attempt(outcome, {part}, f"{part} at {streams} streams", add_generation, runner, streams)
+        levels(runners)
         runners.clear()
         gc.collect()
         if bench:

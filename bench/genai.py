@@ -84,7 +84,7 @@ class GenAI:
     def _batched(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> list[RequestTiming]:
         """Keep `streams` requests in flight; stream i asks prompts i, i+1, ... in turn."""
         pending = {i: [prompts[(i + r) % len(prompts)] for r in range(rounds)] for i in range(streams)}
-        active: dict[int, tuple[ov_genai.GenerationHandle, RequestTiming]] = {}
+        active: dict[int, tuple[object, RequestTiming]] = {}  # stream -> (GenerationHandle, timing)
         done: list[RequestTiming] = []
 
         def submit(stream: int) -> None:

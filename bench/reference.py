@@ -37,40 +37,46 @@ class Reference:
     """`streams` model instances, loaded once and reused by every level up to that many streams."""
 
     def __init__(self, model_dir: Path, streams: int, max_new_tokens: int) -> None:
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.models = [
-            OVModelForCausalLM.from_pretrained(model_dir, device="CPU", ov_config=REFERENCE_OV_CONFIG)
+        # One tokenizer per instance too: a Rust-backed tokenizer must not be used by two threads at once.
+        self.instances = [
+            (
+                OVModelForCausalLM.from_pretrained(model_dir, device="CPU", ov_config=REFERENCE_OV_CONFIG),
+                AutoTokenizer.from_pretrained(model_dir),
+            )
             for _ in range(streams)
         ]
         self.max_new_tokens = max_new_tokens
-        for model in self.models:  # the first generate of each instance sets it up; keep it out of the runs
-            self._generate(model, "Hello", 4)
+        for (
+            instance
+        ) in self.instances:  # the first generate of each instance sets it up; keep it out of the runs
+            self._generate(instance, "Hello", 4)
 
     def run(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> GenerationResult:
-        if streams > len(self.models):
-            raise ValueError(f"reference: {streams} streams but only {len(self.models)} models loaded")
+        if streams > len(self.instances):
+            raise ValueError(f"reference: {streams} streams but only {len(self.instances)} models loaded")
         requests = run_streams(
-            streams, rounds, prompts, lambda i, q: self._generate(self.models[i], q, self.max_new_tokens)
+            streams, rounds, prompts, lambda i, q: self._generate(self.instances[i], q, self.max_new_tokens)
         )
         return GenerationResult("reference", streams, requests)
 
-    def _generate(self, model: OVModelForCausalLM, question: str, max_new_tokens: int) -> RequestTiming:
+    def _generate(self, instance: tuple, question: str, max_new_tokens: int) -> RequestTiming:
+        model, tokenizer = instance
         timing = RequestTiming(start=now())
-        inputs = self.tokenizer.apply_chat_template(
+        inputs = tokenizer.apply_chat_template(
             [{"role": "user", "content": question}],
             add_generation_prompt=True,
             return_tensors="pt",
             return_dict=True,
         )
         timing.extra["prompt_tokens"] = int(inputs["input_ids"].shape[-1])
-        streamer = _TimedStreamer(self.tokenizer, timing)
+        streamer = _TimedStreamer(tokenizer, timing)
         kwargs = dict(
             **inputs,
             streamer=streamer,
             max_new_tokens=max_new_tokens,
             min_new_tokens=max_new_tokens,
             do_sample=False,
-            pad_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
         )
         worker = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
         worker.start()

@@ -171,6 +171,8 @@ class StreamClient:
                     timing.arrivals.append(stamp)
                 elif name == "end_signal":
                     timing.extra |= json.loads(text)
+                    if timing.extra["finish_reason"] not in ("length", "stop"):
+                        raise RuntimeError(f"servable ended the answer with {text}")
                     timing.tokens = timing.extra["generated_tokens"]
                     timing.end = stamp
                     return timing
