@@ -23,9 +23,13 @@ def tiny_hf(tiny_gguf, tmp_path_factory):
 
     from tests.scripts.tiny_models import write_tiny_hf_llama
 
-    return write_tiny_hf_llama(
-        tmp_path_factory.mktemp("hub_repo") / "tiny-llama", tokenizer_from_gguf(tiny_gguf)
-    )
+    folder = tmp_path_factory.mktemp("hub_repo") / "tiny-llama"
+    write_tiny_hf_llama(folder, tokenizer_from_gguf(tiny_gguf))
+    # Other runtimes' copies of the weights, as many Hub repositories carry; never needed for the export.
+    (folder / "pytorch_model.bin").write_bytes(b"\0" * 1024)
+    (folder / "onnx").mkdir()
+    (folder / "onnx" / "model.onnx").write_bytes(b"\0" * 1024)
+    return folder
 
 
 @pytest.fixture
@@ -60,6 +64,7 @@ def test_gated_model_with_token_downloads_exports_loads_and_stays_cached(script,
     paths = [(method, path) for method, path, _ in hub.requests]
     assert ("GET", f"/api/models/{GATED}") in paths
     assert ("GET", f"/{GATED}/resolve/{hub.repos[GATED].sha}/model.safetensors") in paths
+    assert not [path for _, path in paths if path.endswith(("pytorch_model.bin", "model.onnx"))]
     resolves = [auth for _, path, auth in hub.requests if "/resolve/" in path]
     assert resolves and all(auth == f"Bearer {TOKEN}" for auth in resolves)
     assert list(cache.glob("models--tiny-org--tiny-llama-gated/snapshots/*/model.safetensors"))
