@@ -32,6 +32,16 @@ def _files_to_fetch(files: dict[str, int]) -> dict[str, int]:
     return {n: s for n, s in files.items() if not any(fnmatch.fnmatch(n, pattern) for pattern in skip)}
 
 
+def _is_unreachable(error: Exception) -> bool:
+    """True when the Hub could not be talked to at all (network down, wrong HF_ENDPOINT, server error)."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    if isinstance(error, HfHubHTTPError):
+        return error.response is not None and error.response.status_code >= 500
+    return isinstance(error, httpx.TransportError | LocalEntryNotFoundError | ConnectionError | TimeoutError)
+
+
 def _explain(error: Exception, model_id: str, gated: bool) -> ModelPrepError:
     """A user-facing message for what went wrong talking to the Hub."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
@@ -61,14 +71,6 @@ def _explain(error: Exception, model_id: str, gated: bool) -> ModelPrepError:
             f"{OFFLINE_HINT}"
         )
     return ModelPrepError(f"downloading {model_id} from {_endpoint()} failed: {error}")
-
-
-def _is_unreachable(error: Exception) -> bool:
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    if isinstance(error, HfHubHTTPError):
-        return error.response is not None and error.response.status_code >= 500
-    return isinstance(error, LocalEntryNotFoundError | OSError) or "connect" in str(error).lower()
 
 
 def fetch(model_id: str, revision: str | None, gated: bool, check_space: Callable[[int], None]) -> Path:
