@@ -126,10 +126,19 @@ class Generation:
 class Engine:
     """The shared continuous-batching pipeline and its stepping thread."""
 
-    def __init__(self, model_path: Path, device: str, kv_cache_gb: int, max_num_seqs: int) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        device: str,
+        kv_cache_gb: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int = 2048,
+    ) -> None:
         scheduler = ov_genai.SchedulerConfig()
         scheduler.cache_size = kv_cache_gb
         scheduler.max_num_seqs = max_num_seqs
+        # Room for a whole RAG prompt in one step: its first token is not held back by split prefill.
+        scheduler.max_num_batched_tokens = max_num_batched_tokens
         scheduler.enable_prefix_caching = True
         self.pipeline = ov_genai.ContinuousBatchingPipeline(str(model_path), scheduler, device)
         self.tokenizer = self.pipeline.get_tokenizer()

@@ -49,6 +49,7 @@ class Settings:
     max_context_tokens: int
     kv_cache_gb: int
     max_num_seqs: int
+    max_num_batched_tokens: int
     docs_file: Path
     index_dir: Path
     watch_debounce_s: float
@@ -122,6 +123,7 @@ class Settings:
             max_context_tokens=number("MAX_CONTEXT_TOKENS", 0, 0, 1_000_000, int),
             kv_cache_gb=number("KV_CACHE_SIZE_GB", 1, 1, 1024, int),
             max_num_seqs=number("MAX_NUM_SEQS", 64, 1, 4096, int),
+            max_num_batched_tokens=number("MAX_NUM_BATCHED_TOKENS", 2048, 64, 1_000_000, int),
             docs_file=path("DOCS_FILE", "docs.txt"),
             index_dir=path("RAG_INDEX_DIR", ".rag_index"),
             watch_debounce_s=number("DOCS_WATCH_DEBOUNCE_S", 0.5, 0.0, 600.0, float),
