@@ -1,0 +1,99 @@
+"""Streams cancelled mid-answer leave no request running in the LLM pipeline and memory near where it was."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+
+from tests.reliability.conftest import metrics, wait_for, write_artifact
+from tests.reliability.streams import RagStream, ask, json_request
+
+pytestmark = pytest.mark.slow
+
+CALL_TIMEOUT_S = 60.0
+WAVES, WAVE_SIZE = 10, 10
+
+
+@pytest.fixture(scope="module")
+def server(shared):
+    return shared.server
+
+
+def _rss_mb(server) -> float:
+    return psutil.Process(server.process.pid).memory_info().rss / 2**20
+
+
+def _cancel_wave(url: str, size: int, server) -> float:
+    """Open `size` streams, cancel each after its first completion piece; the active-requests gauge
+    seen while they all generate is returned."""
+    request = json_request(
+        "Tell me everything about the Harvest Tern HT-7.", max_new_tokens=400, ignore_eos=True
+    )
+    streams = [RagStream(url) for _ in range(size)]
+    try:
+        answers = [stream.send(request) for stream in streams]
+        deadline = time.monotonic() + CALL_TIMEOUT_S
+        for stream, answer in zip(streams, answers, strict=True):
+            while stream.next_event(answer, deadline) != "completion":
+                assert answer.error is None and answer.end is None, answer
+        active = metrics(server)["rag_llm_active_requests"]
+    finally:
+        for stream in streams:
+            stream.close(cancel=True)
+    return active
+
+
+def test_cancelled_streams_leave_no_request_running(server):
+    cancelled = 'rag_llm_requests_total{finish_reason="cancelled"}'
+    before = metrics(server)
+    rss_start = _rss_mb(server)
+    _cancel_wave(server.grpc_url, WAVE_SIZE, server)  # warm-up: the pipeline's first allocations
+    assert wait_for(lambda: metrics(server)["rag_llm_active_requests"] == 0, 5.0)
+    rss_before = _rss_mb(server)
+    active_before = metrics(server)["rag_llm_active_requests"]
+    during = [_cancel_wave(server.grpc_url, WAVE_SIZE, server) for _ in range(WAVES)]
+    started = time.monotonic()
+    settled = wait_for(
+        lambda: (
+            (m := metrics(server))["rag_llm_active_requests"] == 0
+            and m["rag_llm_pipeline_requests"] == 0
+            and m['ovms_active_streams{model="python_model"}'] == 0
+        ),
+        5.0,
+    )
+    settle_s = time.monotonic() - started
+    after = metrics(server)
+    rss_after = _rss_mb(server)
+    report = (
+        f"cancel test: {WAVES * WAVE_SIZE} streams cancelled after their first piece, "
+        f"in waves of {WAVE_SIZE}; "
+        f"rag_llm_active_requests before={active_before:.0f} "
+        f"during waves={min(during):.0f}..{max(during):.0f} "
+        f"after={after['rag_llm_active_requests']:.0f} (settled in {settle_s:.2f} s), "
+        f"rag_llm_pipeline_requests after={after['rag_llm_pipeline_requests']:.0f}; "
+        f"RSS start={rss_start:.0f} MB, before={rss_before:.0f} MB, after={rss_after:.0f} MB"
+    )
+    print(report)
+    write_artifact(
+        "cancel_test",
+        {
+            "streams_cancelled": WAVES * WAVE_SIZE,
+            "wave_size": WAVE_SIZE,
+            "active_requests_before": active_before,
+            "active_requests_during_waves": during,
+            "active_requests_after": after["rag_llm_active_requests"],
+            "pipeline_requests_after": after["rag_llm_pipeline_requests"],
+            "settle_seconds": round(settle_s, 3),
+            "rss_mb_at_start": round(rss_start, 1),
+            "rss_mb_before": round(rss_before, 1),
+            "rss_mb_after": round(rss_after, 1),
+        },
+    )
+    assert settled, report
+    assert max(during) > 0, report  # the gauge did see the generations
+    assert after[cancelled] - before.get(cancelled, 0.0) >= WAVES * WAVE_SIZE, (after[cancelled], report)
+    assert rss_after <= max(rss_before * 1.15, rss_before + 150), report
+    answer = ask(server.grpc_url, json_request("Who founded Lumenfold Robotics?", max_new_tokens=4))
+    assert answer.end is not None and answer.error is None, answer

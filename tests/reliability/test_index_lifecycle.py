@@ -1,0 +1,190 @@
+"""Shutdown and the index on disk, over restarts of the real server on one servable copy:
+SIGTERM drains the streams in flight and keeps the index whole (the next start embeds nothing); a
+SIGKILL during a rebuild leaves the previous complete index, which the next start loads; a corrupt or
+mismatched index is detected, reported and rebuilt, and answers still work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import OvmsServer
+from tests.reliability.conftest import DEFAULT_DOCS, ServableCopy, metrics, wait_for
+from tests.reliability.streams import RagStream, ask, json_request
+
+pytestmark = pytest.mark.slow
+
+GRACE_S = 3.0
+EXIT_MARGIN_S = 15.0
+EMBEDDED_DOCUMENTS = 'rag_embedded_texts_total{kind="documents"}'
+EMBEDDING_CALLS = 'rag_embedding_calls_total{kind="documents"}'
+QUESTION = json_request("Who founded Lumenfold Robotics, and when?", max_new_tokens=8)
+BULK_FILES, BULK_CHARS = 150, 5000
+
+
+@dataclass
+class Lifecycle:
+    """The module's servable copy and the server running on it now (tests hand it on to the next)."""
+
+    copy: ServableCopy
+    start: object
+    server: OvmsServer | None = None
+
+    def running(self) -> OvmsServer:
+        if self.server is None or self.server.process.poll() is not None:
+            self.server = self.start(self.copy, args=("--grace_period", str(GRACE_S)))
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            assert self.server.stop() == 0, self.server.log_text()[-2000:]
+            self.server = None
+
+
+@pytest.fixture(scope="module")
+def lifecycle(servable_factory, rag_server) -> Lifecycle:
+    copy = servable_factory()
+    bulk = copy.base / "bulk"
+    bulk.mkdir()
+    for number in range(BULK_FILES):
+        words = " ".join(
+            f"orchard{number}-{i} row {i % 17} pear {i * number % 101}." for i in range(BULK_CHARS // 30)
+        )
+        (bulk / f"note-{number:03d}.txt").write_text(words, encoding="utf-8")
+    return Lifecycle(copy, rag_server)
+
+
+def _build_is_whole(copy: ServableCopy) -> str:
+    """The name of the build CURRENT points to, after checking its files against its manifest."""
+    build = copy.current_build()
+    manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((build / name).read_bytes()).hexdigest() == digest, f"{build.name}/{name}"
+    return build.name
+
+
+def _answers(server: OvmsServer) -> None:
+    answer = ask(server.grpc_url, QUESTION)
+    assert answer.error is None and answer.end is not None, answer
+    assert answer.sources and answer.end["generated_tokens"] > 0, answer
+
+
+def _loaded_without_embedding(copy: ServableCopy, server: OvmsServer, build: str) -> None:
+    """The server loaded the stored build and (after comparing it with docs.txt) embedded nothing."""
+    assert "loaded stored index" in server.log_text(), server.log_text()[-2000:]
+    assert wait_for(lambda: copy.status().get("reason", "").startswith("start: compare"), 30), copy.status()
+    status = copy.status()
+    assert status["state"] == "ready" and status["embedded_chunks"] == 0, status
+    assert metrics(server).get(EMBEDDED_DOCUMENTS, 0.0) == 0.0
+    assert _build_is_whole(copy) == build
+
+
+def test_sigterm_drains_streams_and_keeps_the_index(lifecycle):
+    server = lifecycle.running()
+    build = _build_is_whole(lifecycle.copy)
+    short = json_request("What does error code E-719 mean?", max_new_tokens=8)
+    long = json_request(
+        "Tell me everything about the Harvest Tern HT-7.", max_new_tokens=3000, ignore_eos=True
+    )
+    requests = [short, short, long, long, long, long]
+    streams = [RagStream(server.grpc_url) for _ in requests]
+    answers = [stream.send(request) for stream, request in zip(streams, requests, strict=True)]
+    deadline = time.monotonic() + 60
+    for stream, answer in zip(streams[2:], answers[2:], strict=True):
+        while stream.next_event(answer, deadline) != "completion":
+            assert answer.error is None, answer
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    refused = ask(server.grpc_url, short, timeout=10)
+    assert refused.error and "shutting down" in refused.error, refused
+    try:
+        for stream, answer in zip(streams, answers, strict=True):
+            if answer.end is None and answer.error is None:
+                stream.collect(answer, max(0.1, signalled + GRACE_S + EXIT_MARGIN_S - time.monotonic()))
+    finally:
+        for stream in streams:
+            stream.close()
+    code = server.process.wait(GRACE_S + EXIT_MARGIN_S)
+    exit_s = time.monotonic() - signalled
+    log = server.log_text()
+    reasons = [a.end["finish_reason"] if a.end else f"error: {a.error}" for a in answers]
+    print(
+        f"SIGTERM drain: exit code {code} after {exit_s:.1f} s (grace {GRACE_S} s); finish reasons {reasons}"
+    )
+    assert code == 0, log[-2000:]
+    assert set(reasons[:2]) <= {"stop", "length"}, reasons
+    assert set(reasons[2:]) <= {"stop", "length", "shutdown"} and "shutdown" in reasons[2:], reasons
+    assert all(answer.pieces and answer.end["generated_tokens"] > 0 for answer in answers), answers
+    assert "graph 'python_model': finalize" in log and "cutting" not in log, log[-2000:]
+    lifecycle.server = None
+    assert _build_is_whole(lifecycle.copy) == build
+    server = lifecycle.running()
+    _loaded_without_embedding(lifecycle.copy, server, build)
+    _answers(server)
+
+
+def test_sigkill_during_a_rebuild_leaves_the_previous_index(lifecycle):
+    copy = lifecycle.copy
+    server = lifecycle.running()
+    assert wait_for(lambda: copy.status().get("state") == "ready", 30), copy.status()
+    build = _build_is_whole(copy)
+    calls = metrics(server).get(EMBEDDING_CALLS, 0.0)
+    copy.write_docs([*DEFAULT_DOCS, "bulk/"])
+    embedding = wait_for(lambda: metrics(server).get(EMBEDDING_CALLS, 0.0) > calls, 20, interval=0.05)
+    assert embedding, f"the rebuild did not start: {copy.status()}"
+    time.sleep(0.5)
+    server.process.kill()
+    server.process.wait(10)
+    lifecycle.server = None
+    assert copy.current_build().name == build, "the rebuild finished before the kill: make bulk/ bigger"
+    leftovers = sorted(p.name for p in copy.index_dir.iterdir() if p.name.startswith(".tmp"))
+    print(f"SIGKILL during rebuild: CURRENT still {build}; leftovers {leftovers}")
+    assert _build_is_whole(copy) == build
+    copy.write_docs(DEFAULT_DOCS)
+    server = lifecycle.running()
+    assert metrics(server)["rag_index_documents"] == 5
+    _loaded_without_embedding(copy, server, build)
+    _answers(server)
+
+
+def _restart_rebuilds(lifecycle: Lifecycle, damage, problem: str) -> None:
+    """Stop the server, `damage` the stored build, start again: the problem is reported and the index
+    rebuilt in full, and answers work."""
+    copy = lifecycle.copy
+    lifecycle.running()
+    build = _build_is_whole(copy)
+    lifecycle.stop()
+    damage(copy.current_build())
+    server = lifecycle.running()
+    log = server.log_text()
+    assert "unusable" in log and problem in log, log[-3000:]
+    status = copy.status()
+    chunks = status.get("chunks")
+    assert status["state"] == "ready" and not status["loaded_from_disk"], status
+    assert status["embedded_chunks"] == chunks > 0 and metrics(server)[EMBEDDED_DOCUMENTS] == chunks, status
+    assert _build_is_whole(copy) != build
+    _answers(server)
+
+
+def test_a_truncated_index_is_detected_and_rebuilt(lifecycle):
+    def truncate(build):
+        path = build / "index.faiss"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    _restart_rebuilds(lifecycle, truncate, "checksum")
+
+
+def test_an_index_of_another_embedding_model_is_detected_and_rebuilt(lifecycle):
+    def other_model(build):
+        path = build / "manifest.json"
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["embedding_model"] = "bge-small-en-v1.5:0123456789abcdef:cls"
+        path.write_text(json.dumps(manifest), encoding="utf-8")
+
+    _restart_rebuilds(lifecycle, other_model, "made with embedding model bge-small-en-v1.5")
