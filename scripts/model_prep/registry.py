@@ -52,7 +52,8 @@ def spec_from_registry(kind: str, name: str, path: Path = REGISTRY_PATH) -> Mode
     entries = load_registry(path)[kind]
     if name not in entries:
         raise ModelPrepError(
-            f"unknown {'LLM' if kind == 'llm' else kind} model name {name!r}; choose one of: {', '.join(entries)} "
+            f"unknown {'LLM' if kind == 'llm' else kind} model name {name!r}; "
+            f"choose one of: {', '.join(entries)} "
             f"(or pass any Hugging Face id or local folder with --model-id)"
         )
     entry = entries[name]
