@@ -144,7 +144,7 @@ def run(settings: Settings, command: str) -> report.Outcome:
     def load_reference() -> None:
         from bench.reference import Reference
 
-        models = Reference(settings.llm_dir, max(settings.streams), settings.max_new_tokens)
+        models = Reference(settings.llm_dir, settings.max_new_tokens)
         runners["reference"] = lambda n: models.run(n, settings.rounds(n), PROMPTS)
 
     def levels(systems: dict[str, Callable[[int], GenerationResult]]) -> None:
@@ -162,11 +162,11 @@ def run(settings: Settings, command: str) -> report.Outcome:
                 runners["servable"] = bench.generation
         else:
             bench = None
-        _attempt(outcome, {"genai"}, "2. load the GenAI pipelines", load_genai)
+        _attempt(outcome, {"genai"}, "2. GenAI (each pipeline loads before its first level)", load_genai)
         levels(runners)
         runners.clear()  # frees the GenAI pipelines before the reference models load
         gc.collect()
-        _attempt(outcome, {"reference"}, f"3. load {max(settings.streams)} reference models", load_reference)
+        _attempt(outcome, {"reference"}, "3. reference (N streams load N models first)", load_reference)
         levels(runners)
         runners.clear()
         gc.collect()

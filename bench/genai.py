@@ -12,8 +12,9 @@ import openvino_genai as ov_genai
 
 from bench.timing import GenerationResult, RequestTiming, now
 
-# KV-cache size (GB) for the continuous-batching pipeline; plenty for 16 x (prompt + 128) tokens.
+# The scheduler as the servable configures its pipeline by default (KV cache 1 GB, prefix caching).
 CACHE_SIZE_GB = 1
+PREFIX_CACHING = True
 
 
 def generation_config(max_new_tokens: int) -> ov_genai.GenerationConfig:
@@ -49,39 +50,65 @@ class _TokenClock(ov_genai.StreamerBase):
 
 
 class GenAI:
-    """Both pipelines over one model (a folder with an OpenVINO IR, or a GGUF file)."""
+    """The plain pipeline for one stream, the continuous-batching one above, over one model (a folder
+    with an OpenVINO IR, or a GGUF file).
+
+    Only one of them is loaded at a time: a second compiled LLM in the same process, even idle, slows
+    the first one down several times on this machine.
+    """
 
     def __init__(self, model: Path, max_new_tokens: int) -> None:
-        self.plain = ov_genai.LLMPipeline(str(model), "CPU")
-        scheduler = ov_genai.SchedulerConfig()
-        scheduler.cache_size = CACHE_SIZE_GB
-        self.batching = ov_genai.ContinuousBatchingPipeline(str(model), scheduler, "CPU")
-        self.tokenizer = self.plain.get_tokenizer()
+        self.model = str(model)
         self.config = generation_config(max_new_tokens)
+        self._pipeline: ov_genai.LLMPipeline | ov_genai.ContinuousBatchingPipeline | None = None
         self._next_id = 0
-        warm = generation_config(4)
-        self.plain.generate(chat_prompt(self.tokenizer, "Hello"), warm)
-        self.batching.generate([chat_prompt(self.tokenizer, "Hello")], [warm])
+
+    def _load(self, batching: bool):
+        """The pipeline of that kind, loaded and warmed up (dropping the other kind) if need be."""
+        kind = ov_genai.ContinuousBatchingPipeline if batching else ov_genai.LLMPipeline
+        if not isinstance(self._pipeline, kind):
+            self._pipeline = None
+            if batching:
+                scheduler = ov_genai.SchedulerConfig()
+                scheduler.cache_size = CACHE_SIZE_GB
+                scheduler.enable_prefix_caching = PREFIX_CACHING
+                self._pipeline = ov_genai.ContinuousBatchingPipeline(self.model, scheduler, "CPU")
+            else:
+                self._pipeline = ov_genai.LLMPipeline(self.model, "CPU")
+            self.tokenizer = self._pipeline.get_tokenizer()
+            warm = chat_prompt(self.tokenizer, "Hello")
+            if batching:
+                self._pipeline.generate([warm], [generation_config(4)])
+            else:
+                self._pipeline.generate(warm, generation_config(4))
+        return self._pipeline
 
     def run(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> GenerationResult:
+        pipeline = self._load(batching=streams > 1)
         if streams == 1:
-            requests = [self._plain(prompts[r % len(prompts)]) for r in range(rounds)]
+            requests = [self._plain(pipeline, prompts[r % len(prompts)]) for r in range(rounds)]
         else:
-            requests = self._batched(streams, rounds, prompts)
+            requests = self._batched(pipeline, streams, rounds, prompts)
         return GenerationResult("genai", streams, requests)
 
     def _timing(self, prompt: str) -> RequestTiming:
         tokens = self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[-1]
         return RequestTiming(start=now(), extra={"prompt_tokens": int(tokens)})
 
-    def _plain(self, question: str) -> RequestTiming:
+    def _plain(self, pipeline: ov_genai.LLMPipeline, question: str) -> RequestTiming:
         prompt = chat_prompt(self.tokenizer, question)
         timing = self._timing(prompt)
-        self.plain.generate(prompt, self.config, _TokenClock(timing))
+        pipeline.generate(prompt, self.config, _TokenClock(timing))
         timing.end = timing.end or now()
         return timing
 
-    def _batched(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> list[RequestTiming]:
+    def _batched(
+        self,
+        pipeline: ov_genai.ContinuousBatchingPipeline,
+        streams: int,
+        rounds: int,
+        prompts: tuple[str, ...],
+    ) -> list[RequestTiming]:
         """Keep `streams` requests in flight; stream i asks prompts i, i+1, ... in turn."""
         pending = {i: [prompts[(i + r) % len(prompts)] for r in range(rounds)] for i in range(streams)}
         active: dict[int, tuple[object, RequestTiming]] = {}  # stream -> (GenerationHandle, timing)
@@ -92,12 +119,12 @@ class GenAI:
                 prompt = chat_prompt(self.tokenizer, pending[stream].pop(0))
                 timing = self._timing(prompt)
                 self._next_id += 1
-                active[stream] = (self.batching.add_request(self._next_id, prompt, self.config), timing)
+                active[stream] = (pipeline.add_request(self._next_id, prompt, self.config), timing)
 
         for stream in range(streams):
             submit(stream)
         while active:
-            self.batching.step()
+            pipeline.step()
             stamp = now()
             for stream, (handle, timing) in list(active.items()):
                 while handle.can_read():

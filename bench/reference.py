@@ -34,26 +34,27 @@ class _TimedStreamer(TextIteratorStreamer):
 
 
 class Reference:
-    """`streams` model instances, loaded once and reused by every level up to that many streams."""
+    """One model instance (and tokenizer) per stream: at N streams exactly N instances are loaded, each
+    warmed up by one short generation before the run."""
 
-    def __init__(self, model_dir: Path, streams: int, max_new_tokens: int) -> None:
-        # One tokenizer per instance too: a Rust-backed tokenizer must not be used by two threads at once.
-        self.instances = [
-            (
-                OVModelForCausalLM.from_pretrained(model_dir, device="CPU", ov_config=REFERENCE_OV_CONFIG),
-                AutoTokenizer.from_pretrained(model_dir),
-            )
-            for _ in range(streams)
-        ]
+    def __init__(self, model_dir: Path, max_new_tokens: int) -> None:
+        self.model_dir = model_dir
         self.max_new_tokens = max_new_tokens
-        for (
-            instance
-        ) in self.instances:  # the first generate of each instance sets it up; keep it out of the runs
+        self.instances: list[tuple[OVModelForCausalLM, object]] = []
+
+    def _load(self, count: int) -> None:
+        while len(self.instances) < count:
+            model = OVModelForCausalLM.from_pretrained(
+                self.model_dir, device="CPU", ov_config=REFERENCE_OV_CONFIG
+            )
+            # A Rust-backed tokenizer must not be used by two threads at once: one per instance.
+            instance = (model, AutoTokenizer.from_pretrained(self.model_dir))
             self._generate(instance, "Hello", 4)
+            self.instances.append(instance)
+        del self.instances[count:]
 
     def run(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> GenerationResult:
-        if streams > len(self.instances):
-            raise ValueError(f"reference: {streams} streams but only {len(self.instances)} models loaded")
+        self._load(streams)
         requests = run_streams(
             streams, rounds, prompts, lambda i, q: self._generate(self.instances[i], q, self.max_new_tokens)
         )
