@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet --no-deps $$($(PY) -c "import tomllib;print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['ovms-rag']['no-deps']))")
-	$(PIP) install --quiet -e ".[servable,server,client,scripts,dev]"
+	$(PIP) install --quiet -e ".[servable,server,client,scripts,bench,dev]"
 	touch $@
 
 install: $(STAMP)  ## Create .venv and install the project (once; again only when pyproject.toml changes).
