@@ -1,13 +1,15 @@
 """Shutdown and the index on disk, over restarts of the real server on one servable copy:
 SIGTERM drains the streams in flight and keeps the index whole (the next start embeds nothing); a
-SIGKILL during a rebuild leaves the previous complete index, which the next start loads; a corrupt or
-mismatched index is detected, reported and rebuilt, and answers still work."""
+SIGKILL during a rebuild leaves the previous complete index, which the next start loads; a SIGTERM
+during a rebuild still exits in time; a corrupt or mismatched index is detected, reported and rebuilt,
+and answers still work. The tests run in order and hand the running server on to the next."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -153,13 +155,41 @@ def test_sigkill_during_a_rebuild_leaves_the_previous_index(lifecycle):
     _answers(server)
 
 
+def test_sigterm_during_a_rebuild_exits_in_time_and_keeps_the_index(lifecycle):
+    copy = lifecycle.copy
+    server = lifecycle.running()
+    assert wait_for(lambda: copy.status().get("state") == "ready", 30), copy.status()
+    build = _build_is_whole(copy)
+    calls = metrics(server).get(EMBEDDING_CALLS, 0.0)
+    copy.write_docs([*DEFAULT_DOCS, "bulk/"])
+    assert wait_for(lambda: metrics(server).get(EMBEDDING_CALLS, 0.0) > calls, 20, interval=0.05), (
+        copy.status()
+    )
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        code = server.process.wait(GRACE_S + EXIT_MARGIN_S)
+    except subprocess.TimeoutExpired:
+        code = None
+        server.process.kill()
+        server.process.wait(10)
+    exit_s = time.monotonic() - signalled
+    lifecycle.server = None
+    copy.write_docs(DEFAULT_DOCS)
+    print(f"SIGTERM during a rebuild: exit code {code} after {exit_s:.1f} s")
+    assert _build_is_whole(copy) == build
+    assert code == 0, (
+        f"no exit within {GRACE_S + EXIT_MARGIN_S} s of SIGTERM while the index was being rebuilt "
+        f"(killed after {exit_s:.1f} s):\n{server.log_text()[-1500:]}"
+    )
+
+
 def _restart_rebuilds(lifecycle: Lifecycle, damage, problem: str) -> None:
     """Stop the server, `damage` the stored build, start again: the problem is reported and the index
     rebuilt in full, and answers work."""
     copy = lifecycle.copy
-    lifecycle.running()
-    build = _build_is_whole(copy)
     lifecycle.stop()
+    build = _build_is_whole(copy)
     damage(copy.current_build())
     server = lifecycle.running()
     log = server.log_text()
