@@ -21,6 +21,7 @@ import psutil
 import requests
 import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
 
 from bench.settings import REPO, SERVABLE_DIR
 from bench.timing import RequestTiming, now
@@ -65,17 +66,18 @@ class Server:
         self.memory = MemorySampler(self.process.pid)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Wait for ServerReady (every graph loaded or failed), then require the servable's graph."""
         client = grpcclient.InferenceServerClient(self.grpc_url)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
-                try:
-                    if client.is_server_ready() and client.is_model_ready(MODEL_NAME):
-                        return
-                except Exception:  # not listening yet
-                    pass
+                with contextlib.suppress(InferenceServerException):  # not listening yet
+                    if client.is_server_ready():
+                        if client.is_model_ready(MODEL_NAME):
+                            return
+                        raise RuntimeError(f"{MODEL_NAME} failed to load:\n{self.log_tail()}")
                 time.sleep(0.5)
         finally:
             client.close()
