@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.servable.rag import ServableCopy, Stream, ask, metrics, model_ready, require_models, wait_for
 
@@ -231,3 +235,47 @@ def test_second_request_on_a_busy_stream_is_refused(server):
         stream.close()
     end = json.loads(value)
     assert end["finish_reason"] == "length" and end["generated_tokens"] == 200
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.text(max_size=40).map(str.encode),
+        st.fixed_dictionaries(
+            {"question": st.text(max_size=20)},
+            optional={"max_new_tokens": st.integers(-2, 8), "top_p": st.floats(-1, 2), "x": st.none()},
+        ).map(lambda body: json.dumps(body).encode()),
+    ),
+    st.sampled_from(["BYTES", "UINT8", "FP32"]),
+)
+def test_random_input_gets_an_answer_or_a_clean_error(server, data, datatype):
+    if datatype == "BYTES":
+        made = grpcclient.InferInput("pre_prompt", [1], "BYTES")
+        made._raw_content = data
+    else:
+        dtype = {"UINT8": np.uint8, "FP32": np.float32}[datatype]
+        made = tensor("pre_prompt", datatype, np.frombuffer(data[: len(data) // 4 * 4] or bytes(4), dtype))
+    stream = Stream(server.grpc_url)
+    try:
+        stream.send("", tensor=made)
+        answer = stream.collect(timeout=60)
+    finally:
+        stream.close()
+    if answer.error is None:
+        assert answer.order[0] == "sources" and answer.end["finish_reason"] in ("stop", "length")
+    else:
+        assert answer.error.strip() and "Traceback" not in answer.error
+    assert model_ready(server)
+
+
+def test_rest_infer_on_the_streaming_graph_is_refused_clearly(server):
+    body = json.dumps({"inputs": [{"name": "pre_prompt", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]})
+    request = urllib.request.Request(
+        f"{server.rest_url}/v2/models/python_model/infer", body.encode(), {"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code >= 400
+    assert "stream" in refused.value.read().decode().lower()
+    assert model_ready(server)
