@@ -121,4 +121,4 @@ class DocsWatcher:
             self._observer.stop()
             self._observer.join(timeout=5)
         if self._thread.is_alive():
-            self._thread.join(timeout=60)
+            self._thread.join(timeout=10)
