@@ -18,6 +18,9 @@ from .chat_model import OpenVINOChatModel
 from .request import ChatRequest
 
 SNIPPET_CHARS = 300
+# No tokenizer packs more characters than this into a token on real text: longer questions are
+# refused before spending time on tokenizing them.
+MAX_CHARS_PER_TOKEN = 64
 INSTRUCTIONS = (
     "You are a helpful assistant. Answer the user's question using only the information in the "
     "context below. If the context does not contain the answer, say that the documents do not say. "
@@ -108,6 +111,11 @@ class RagChain:
         context; the answer is shortened only when the question alone leaves too little room."""
         request: ChatRequest = state["request"]
         hits = state["hits"]
+        if len(request.question) > MAX_CHARS_PER_TOKEN * self.context_tokens:
+            raise ValueError(
+                f"pre_prompt: the question is {len(request.question)} characters, far more than the model's "
+                f"context of {self.context_tokens} tokens (MAX_CONTEXT_TOKENS) holds"
+            )
         question_tokens = int(self.chat_model.engine.encode(request.question).get_shape()[-1])
         if question_tokens >= self.context_tokens:
             raise ValueError(

@@ -91,6 +91,10 @@ def test_context_is_trimmed_lowest_score_first_and_history_dropped(chat_model):
     assert len(trimmed.messages) == 2  # system (with context) + the last question: history dropped
     with pytest.raises(ValueError, match=r"the question is \d+ tokens; the model's context holds 50"):
         chain(chat_model, found, context_tokens=50).prepare(parse_request("Why? " * 60, 16))
+    with pytest.raises(
+        ValueError, match=r"the question is 6400 characters, far more than the model's context"
+    ):
+        chain(chat_model, found, context_tokens=50).prepare(parse_request("x" * 6400, 16))
 
 
 def test_stream_yields_tokens_as_generated_then_stats(chat_model):
