@@ -71,7 +71,11 @@ class RagService:
         if not stored:
             self.index.refresh("start")
         self.watcher = DocsWatcher(
-            settings.docs_file, self.index.refresh, settings.watch_debounce_s, settings.watch_poll_s
+            settings.docs_file,
+            self.index.refresh,
+            settings.watch_debounce_s,
+            settings.watch_poll_s,
+            settings.watch_events,
         )
         self.watcher.start(initial_reason="start: compare the stored index with docs.txt" if stored else None)
         self._stopping = False

@@ -37,17 +37,24 @@ class DocsWatcher:
     """Calls `rebuild(reason)` on a background thread after docs.txt changes.
 
     Changes are noticed by file-system events (watchdog) and, for bind mounts where events do not
-    arrive, by comparing the file's content every `poll_s` seconds (0 turns polling off). Events
-    within `debounce_s` of each other make one rebuild. Rebuilds never overlap.
+    arrive, by comparing the file's content every `poll_s` seconds (0 turns polling off; events
+    can be turned off too). Events within `debounce_s` of each other make one rebuild, and a rebuild
+    runs only when the content changed. Rebuilds never overlap.
     """
 
     def __init__(
-        self, docs_file: Path, rebuild: Callable[[str], object], debounce_s: float, poll_s: float
+        self,
+        docs_file: Path,
+        rebuild: Callable[[str], object],
+        debounce_s: float,
+        poll_s: float,
+        use_events: bool = True,
     ) -> None:
         self.docs_file = docs_file
         self._rebuild = rebuild
         self._debounce_s = debounce_s
         self._poll_s = poll_s
+        self._use_events = use_events
         self._cond = threading.Condition()
         self._due: float | None = None
         self._reason = ""
@@ -59,6 +66,8 @@ class DocsWatcher:
     def start(self, initial_reason: str | None = None) -> None:
         """Start watching; with `initial_reason`, also rebuild once right away."""
         try:
+            if not self._use_events:
+                raise OSError("turned off (DOCS_WATCH_EVENTS=0)")
             observer = Observer()
             observer.schedule(
                 _Events(self.docs_file, self.request), str(self.docs_file.parent), recursive=False
