@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -34,7 +35,7 @@ class Lifecycle:
     """The module's servable copy and the server running on it now (tests hand it on to the next)."""
 
     copy: ServableCopy
-    start: object
+    start: Callable[..., OvmsServer]
     server: OvmsServer | None = None
 
     def running(self) -> OvmsServer:
