@@ -171,10 +171,10 @@ class Engine:
 
     def submit(self, input_ids, config: ov_genai.GenerationConfig) -> Generation:
         """Queue a request; the stepping thread picks it up at its next step."""
+        generation = Generation(self, next(self._ids), int(input_ids.get_shape()[-1]))
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the server is shutting down; no new generations")
-            generation = Generation(self, next(self._ids), int(input_ids.get_shape()[-1]))
             generation.handle = self.pipeline.add_request(generation.request_id, input_ids, config)
             self._active[generation.request_id] = generation
             metrics.ACTIVE_REQUESTS.inc()
@@ -182,6 +182,7 @@ class Engine:
         return generation
 
     def cancel(self, generation: Generation) -> None:
+        """Abort `generation` if it still runs; the pipeline frees its KV cache in the next steps."""
         with self._cond:
             if self._active.pop(generation.request_id, None) is None:
                 return
