@@ -11,7 +11,6 @@ from typing import Any
 import tritonclient.grpc as grpcclient
 
 MODEL = "python_model"
-OUTPUTS = ("sources", "completion", "end_signal")
 
 
 def question_input(text: str | bytes) -> grpcclient.InferInput:
