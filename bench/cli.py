@@ -68,6 +68,9 @@ def parse_args(argv: list[str]) -> Settings:
     args = parser.parse_args(argv)
     if args.max_new_tokens is not None and args.max_new_tokens < 2:
         parser.error(f"--max-new-tokens must be at least 2, got {args.max_new_tokens}")
+    for flag, path in (("--llm", args.llm), ("--embedding", args.embedding)):
+        if not path.exists():
+            parser.error(f"{flag}: no model at {path} (make the default models with `make models`)")
     overrides = {"skip": args.skip, "out": args.out, "llm_dir": args.llm, "embedding_dir": args.embedding}
     if args.streams:
         overrides["streams"] = args.streams

@@ -77,11 +77,19 @@ class Server:
                     if client.is_server_ready():
                         if client.is_model_ready(MODEL_NAME):
                             return
-                        raise RuntimeError(f"{MODEL_NAME} failed to load:\n{self.log_tail()}")
+                        raise RuntimeError(
+                            f"{MODEL_NAME} failed to load: {self.first_error()}\n{self.log_tail()}"
+                        )
                 time.sleep(0.5)
         finally:
             client.close()
         raise TimeoutError(f"server not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def first_error(self) -> str:
+        """The server log's first ERROR line and the line after it (the reason), on one line."""
+        lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        found = next((i for i, line in enumerate(lines) if " ERROR " in line), None)
+        return "no ERROR in the server log" if found is None else " ".join(lines[found : found + 2])
 
     def log_tail(self, lines: int = 30) -> str:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
