@@ -29,6 +29,8 @@ class CountedOpenVINOEmbeddings(Embeddings):
         self._lock = threading.Lock()
         ir_hash = hashlib.sha256((model_dir / "openvino_model.xml").read_bytes()).hexdigest()[:16]
         self.key = f"{model_dir.name}:{ir_hash}:{pooling}"
+        # The first inference sets the model up; done here (and not counted) so the first query is fast.
+        self._model.embed_documents(["warm-up"])
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:

@@ -1,8 +1,8 @@
 """The LLM engine: one OpenVINO GenAI ContinuousBatchingPipeline shared by every stream.
 
 A single background thread steps the pipeline while requests exist and sleeps on a condition
-otherwise. Each request gets a queue fed by an `openvino_genai.TextStreamer` (correct incremental
-detokenization); the stream's thread blocks on that queue, so no thread polls.
+otherwise. Each request gets a queue of token ids; the stream's thread blocks on that queue (no
+thread polls) and turns the ids into text with an incremental decoder.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import openvino as ov
 import openvino_genai as ov_genai
 
 from . import metrics
+from .detokenizer import IncrementalDecoder
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,9 @@ DEFAULT_CONTEXT_TOKENS = 2048
 # The pipeline releases a finished or cancelled request (and its KV-cache blocks) only in the second
 # step after it ended, so the stepping thread runs that many more steps once it is idle.
 CLEANUP_STEPS = 2
+# The first prefill of a prompt this long sets up OpenVINO's kernels for it (about 1 s for SmolLM2 on
+# 2 cores; a short prompt sets up only part of it), so the engine runs one before it serves.
+WARM_UP_PROMPT_TOKENS = 512
 
 
 def model_context_length(model_path: Path) -> int:
@@ -48,7 +53,7 @@ class Generation:
     """One request in the pipeline. Iterate `pieces()` for text as it is generated.
 
     The stepping thread only moves token ids into the request's queue; the reader's thread turns
-    them into text with its own `TextStreamer`, so detokenizing never delays the next step.
+    them into text with its own decoder, so detokenizing never delays the next step.
     """
 
     def __init__(self, engine: Engine, request_id: int, prompt_tokens: int) -> None:
@@ -62,8 +67,7 @@ class Generation:
         self.handle: ov_genai.GenerationHandle | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._finish_lock = threading.Lock()
-        self._text: list[str] = []
-        self._streamer = ov_genai.TextStreamer(engine.tokenizer, self._text.append)
+        self._decoder = IncrementalDecoder(engine.tokenizer)
 
     def pump(self) -> bool:
         """Move new token ids into the queue (stepping thread only); True once the request is over."""
@@ -109,13 +113,10 @@ class Generation:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if ids:
-                self._streamer.write(ids)
+            text = self._decoder.write(ids) if ids else ""
             if done and self.finish_reason not in ("cancelled", "error"):
-                self._streamer.end()
-            if self._text:
-                text = "".join(self._text)
-                self._text.clear()
+                text += self._decoder.flush()
+            if text:
                 yield text
 
     def cancel(self) -> None:
@@ -147,8 +148,22 @@ class Engine:
         self._cond = threading.Condition()
         self._stopping = False
         self._cleanup = 0
+        self._warm_up()
         self._thread = threading.Thread(target=self._run, name="llm-stepper", daemon=True)
         self._thread.start()
+
+    def _warm_up(self) -> None:
+        """One RAG-sized prompt through the pipeline, so the first user does not pay for the set-up."""
+        words = " ".join(f"word{i}" for i in range(WARM_UP_PROMPT_TOKENS))
+        ids = self.tokenizer.encode(words, add_special_tokens=False).input_ids.data[:, :WARM_UP_PROMPT_TOKENS]
+        config = self.pipeline.get_config()
+        config.max_new_tokens = 2
+        # Keep the handle: the pipeline drops a request whose handle is gone.
+        handle = self.pipeline.add_request(next(self._ids), ov.Tensor(ids.copy()), config)
+        while handle.get_status() == ov_genai.GenerationStatus.RUNNING:
+            self.pipeline.step()
+        for _ in range(CLEANUP_STEPS):
+            self.pipeline.step()
 
     def generation_config(
         self, max_new_tokens: int, temperature: float, top_p: float, seed: int | None, ignore_eos: bool
