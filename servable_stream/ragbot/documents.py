@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from bs4 import BeautifulSoup
 from pypdf import PdfReader
 
@@ -228,13 +229,15 @@ class Fetcher:
             raise Refused(f"{declared} bytes is more than the limit of {limit} (FETCH_MAX_BYTES)")
         body = bytearray()
         try:
-            for block in response.iter_content(chunk_size=65536):
+            # read1 returns what has arrived (a trickling server cannot hold one read for long), so
+            # the deadline is checked after every few bytes; the socket timeout bounds a silent one.
+            while block := response.raw.read1(65536, decode_content=True):
                 body += block
                 if len(body) > limit:
                     raise Refused(f"more than the limit of {limit} bytes (FETCH_MAX_BYTES)")
                 if time.monotonic() > deadline:
                     raise Refused(f"took longer than {self.limits.timeout_s} s (FETCH_TIMEOUT_S)")
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise Refused(f"download failed: {type(exc).__name__}: {exc}") from None
         return bytes(body)
 

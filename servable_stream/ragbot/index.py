@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 FILES = ("index.faiss", "chunks.json")
+# Chunks embedded per call during a build; a shutdown stops a rebuild between two calls.
+EMBED_BATCH = 64
+
+
+class BuildStopped(Exception):
+    """The server is shutting down: a rebuild in progress gives up (the index on disk stays whole)."""
 
 
 class IndexProblem(Exception):
@@ -199,6 +205,8 @@ class IndexManager:
         self.store: Store | None = None
         self.status: dict[str, Any] = {"state": "empty"}
         self._build_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stored_problem: str | None = None
 
     def load_stored(self) -> bool:
         """Serve the index on disk if it is whole and matches the settings; report it if not."""
@@ -206,7 +214,8 @@ class IndexManager:
             store = self.disk.load(self.embeddings)
         except Exception as exc:
             log.warning("stored index in %s is unusable (%s); it will be rebuilt", self.disk.folder, exc)
-            self._write_status({"state": "rebuilding", "message": f"stored index unusable: {exc}"})
+            self._stored_problem = f"stored index unusable: {exc}"
+            self._write_status({"state": "rebuilding", "message": self._stored_problem})
             return False
         if store is None:
             return False
@@ -227,13 +236,16 @@ class IndexManager:
                 return self._keep(f"cannot read {self.docs_file}: {exc}", [], started)
             if not entries:
                 return self._keep(f"{self.docs_file.name} lists no documents", [], started)
-            documents, failures = self._load(entries)
-            if not documents:
-                return self._keep("no document could be loaded", failures, started)
             try:
+                documents, failures = self._load(entries)
+                if not documents:
+                    return self._keep("no document could be loaded", failures, started)
                 store, embedded = self._build(documents)
                 if not self._same_as_serving(store):
                     self.disk.save(store)
+            except BuildStopped:
+                log.info("index rebuild stopped: the server is shutting down")
+                return self.status
             except Exception as exc:
                 log.exception("index build failed")
                 return self._keep(f"build failed: {type(exc).__name__}: {exc}", failures, started)
@@ -251,12 +263,23 @@ class IndexManager:
                 "build_seconds": round(elapsed, 3),
                 **self._summary(store, failures),
             }
+            if self._stored_problem:
+                status["replaced_stored_index"] = self._stored_problem
+                self._stored_problem = None
             self._write_status(status)
             log.info(
                 "index rebuilt (%s): %d documents, %d chunks (%d embedded), %d failures, %.2f s",
                 reason, len(store.documents), len(store.chunks), embedded, len(failures), elapsed,
             )  # fmt: skip
             return status
+
+    def stop(self) -> None:
+        """Make a rebuild in progress give up at its next document or embedding batch."""
+        self._stopping.set()
+
+    def _check_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise BuildStopped
 
     def search(self, query: str, k: int) -> list[tuple[LcDocument, float]]:
         """The k best chunks for `query` with relevance 0..1 (higher is better)."""
@@ -272,6 +295,7 @@ class IndexManager:
         documents: dict[str, Document] = {}
         failures: list[Failure] = []
         for entry in entries:
+            self._check_stopping()
             loaded, failed = self.fetcher.load_entry(entry)
             failures.extend(failed)
             for document in loaded:
@@ -307,9 +331,11 @@ class IndexManager:
                 chunks.append({"text": text, "metadata": {**base, "chunk": number}})
                 vectors.append(vector)
             summaries.append({**base, "chunks": len(texts), "embedded": positions is None})
-        if pending:
-            fresh = self.embeddings.embed_documents([chunks[i]["text"] for i in pending])
-            for i, vector in zip(pending, fresh, strict=True):
+        for start in range(0, len(pending), EMBED_BATCH):
+            self._check_stopping()
+            batch = pending[start : start + EMBED_BATCH]
+            fresh = self.embeddings.embed_documents([chunks[i]["text"] for i in batch])
+            for i, vector in zip(batch, fresh, strict=True):
                 vectors[i] = np.asarray(vector, dtype="float32")
         dim = len(vectors[0]) if vectors else len(self.embeddings.embed_query("dimension"))
         matrix = np.vstack(vectors).astype("float32") if vectors else np.zeros((0, dim), "float32")

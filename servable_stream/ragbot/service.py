@@ -122,5 +122,6 @@ class RagService:
     def stop(self) -> None:
         """Stop watching and stepping; generations still running end with finish_reason "shutdown"."""
         self._stopping = True
+        self.index.stop()
         self.watcher.stop()
         self.engine.stop()
