@@ -139,10 +139,11 @@ def run(settings: Settings, command: str) -> report.Outcome:
         return embeddings.measure(settings)
 
     def load_genai() -> None:
+        nonlocal genai
         from bench.genai import GenAI
 
-        pipelines = GenAI(settings.llm_dir, settings.max_new_tokens)
-        runners["genai"] = lambda n: pipelines.run(n, settings.rounds(n), PROMPTS)
+        genai = GenAI(settings.llm_dir, settings.max_new_tokens)
+        runners["genai"] = lambda n: genai.run(n, settings.rounds(n), PROMPTS)
 
     def load_reference() -> None:
         from bench.reference import Reference
@@ -158,6 +159,7 @@ def run(settings: Settings, command: str) -> report.Outcome:
     _attempt(outcome, {"retrieval", "indexing"}, "4, 5a. retrieval and indexing", add_values, embeddings)
     gc.collect()
     runners: dict[str, Callable[[int], GenerationResult]] = {}
+    genai = None
     with contextlib.ExitStack() as stack:
         bench = stack.enter_context(ServerBench(settings)) if SERVER_PARTS - settings.skip else None
         if bench and _attempt(outcome, set(SERVER_PARTS), "1, 5b, 6, 7. start the local server", bench.start):
@@ -167,16 +169,33 @@ def run(settings: Settings, command: str) -> report.Outcome:
             bench = None
         _attempt(outcome, {"genai"}, "2. GenAI (each pipeline loads before its first level)", load_genai)
         levels(runners)
+        if bench and 1 in settings.streams:
+            label = "servable + RAG at 1 stream"
+            _attempt(outcome, {"servable"}, label, add_generation, bench.generation, 1, True)
+            rag = outcome.summary("servable + RAG", 1)
+            if rag and genai is not None:
+                label, tokens = (
+                    "GenAI + context (the RAG prompt's length) at 1 stream",
+                    round(rag["prompt_tokens"]),
+                )
+                _attempt(
+                    outcome,
+                    {"genai"},
+                    label,
+                    add_generation,
+                    genai.run_with_context,
+                    tokens,
+                    settings.rounds(1),
+                    PROMPTS,
+                )
         runners.clear()  # frees the GenAI pipelines before the reference models load
+        genai = None
         gc.collect()
         _attempt(outcome, {"reference"}, "3. reference (N streams load N models first)", load_reference)
         levels(runners)
         runners.clear()
         gc.collect()
         if bench:
-            if 1 in settings.streams:
-                label = "servable + RAG at 1 stream"
-                _attempt(outcome, {"servable"}, label, add_generation, bench.generation, 1, True)
             _attempt(outcome, {"memory"}, "7. memory", add_values, bench.memory)
             _attempt(outcome, {"reindex"}, "5b. re-index", add_values, bench.reindex)
             reload_args = (bench.live_reload, values.get("ov_chunks_per_s"))

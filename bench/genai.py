@@ -10,6 +10,7 @@ from pathlib import Path
 
 import openvino_genai as ov_genai
 
+from bench import corpus
 from bench.timing import GenerationResult, RequestTiming, now
 
 # The scheduler as the servable configures its pipeline by default (KV cache 1 GB, prefix caching).
@@ -27,8 +28,10 @@ def generation_config(max_new_tokens: int) -> ov_genai.GenerationConfig:
     return config
 
 
-def chat_prompt(tokenizer: ov_genai.Tokenizer, question: str) -> str:
-    return tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+def chat_prompt(tokenizer: ov_genai.Tokenizer, question: str, context: str = "") -> str:
+    turns = [{"role": "system", "content": context}] if context else []
+    turns.append({"role": "user", "content": question})
+    return tokenizer.apply_chat_template(turns, add_generation_prompt=True)
 
 
 class _TokenClock(ov_genai.StreamerBase):
@@ -91,12 +94,28 @@ class GenAI:
             requests = self._batched(pipeline, streams, rounds, prompts)
         return GenerationResult("genai", streams, requests)
 
+    def run_with_context(self, prompt_tokens: int, rounds: int, prompts: tuple[str, ...]) -> GenerationResult:
+        """One stream on the plain pipeline, each prompt given a system turn of document text that makes
+        it `prompt_tokens` long: the servable's RAG prompt without the retrieval."""
+        pipeline = self._load(batching=False)
+        filler = self.tokenizer.encode(corpus.document(0, 400), add_special_tokens=False).input_ids.data[0]
+        requests = []
+        for r in range(rounds):
+            question = prompts[r % len(prompts)]
+            room = (
+                prompt_tokens
+                - self._timing(chat_prompt(self.tokenizer, question, "x")).extra["prompt_tokens"]
+            )
+            context = self.tokenizer.decode(filler[: max(room, 1)].tolist())
+            requests.append(self._plain(pipeline, question, context))
+        return GenerationResult("genai + context", 1, requests)
+
     def _timing(self, prompt: str) -> RequestTiming:
         tokens = self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[-1]
         return RequestTiming(start=now(), extra={"prompt_tokens": int(tokens)})
 
-    def _plain(self, pipeline: ov_genai.LLMPipeline, question: str) -> RequestTiming:
-        prompt = chat_prompt(self.tokenizer, question)
+    def _plain(self, pipeline: ov_genai.LLMPipeline, question: str, context: str = "") -> RequestTiming:
+        prompt = chat_prompt(self.tokenizer, question, context)
         timing = self._timing(prompt)
         pipeline.generate(prompt, self.config, _TokenClock(timing))
         timing.end = timing.end or now()

@@ -19,16 +19,21 @@ SYSTEMS = (
     ("servable", "1. servable", "servable"),
     ("servable + RAG", "1. servable + RAG", "servable"),
     ("genai", "2. GenAI", "genai"),
+    ("genai + context", "2. GenAI + context", "genai"),
     ("reference", "3. reference", "reference"),
 )
 LEGEND = (
     "1. servable: the local server and tritonclient streams, use_rag off (same prompts as 2 and 3); "
     "servable + RAG: the same with retrieval on (top-k chunks added to the prompt). "
-    "2. GenAI: OpenVINO GenAI in-process, LLMPipeline at 1 stream, ContinuousBatchingPipeline above. "
+    "2. GenAI: OpenVINO GenAI in-process, LLMPipeline at 1 stream, ContinuousBatchingPipeline above; "
+    "GenAI + context: the same at 1 stream with document text in a system turn, as long as the "
+    "servable's RAG prompt (the limit for servable + RAG). "
     "3. reference: one optimum-intel OVModelForCausalLM per stream, HF generate + TextIteratorStreamer "
     "on threads. TTFT and ITL are timed where the tokens are consumed: tritonclient stream callbacks "
     "for 1, the pipeline's output for 2, the streamer for 3."
 )
+# Measured at one stream only, beside their counterpart.
+SINGLE_STREAM_SYSTEMS = ("servable + RAG", "genai + context")
 GENERATION_COLUMNS = (
     "System", "Streams", "TTFT p50 ms", "TTFT p95 ms", "ITL p50 ms", "ITL p95 ms",
     "Decode tok/s", "Tok/s per stream", "Tok/s aggregate",
@@ -80,7 +85,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def _levels(settings: Settings, system: str) -> list[int]:
-    if system == "servable + RAG":
+    if system in SINGLE_STREAM_SYSTEMS:
         return [1] if 1 in settings.streams else []
     return list(settings.streams)
 
@@ -116,6 +121,7 @@ def targets(o: Outcome) -> list[Target]:
     one, one_rag = o.summary("servable", 1) or {}, o.summary("servable + RAG", 1) or {}
     many, rtop = o.summary("servable", top) or {}, o.summary("reference", top) or {}
     g1, gtop = o.summary("genai", 1) or {}, o.summary("genai", top) or {}
+    g1_context = o.summary("genai + context", 1) or {}
     nan = float("nan")
 
     def ratio(a: dict, b: dict, key: str) -> float:
@@ -146,12 +152,11 @@ def targets(o: Outcome) -> list[Target]:
             missing("servable", "genai"),
         ),
         _check(
-            "1 stream: TTFT p50 above GenAI, with RAG",
-            one_rag.get("ttft_p50", nan) - g1.get("ttft_p50", nan), retrieval + 30, False, ms,
-            lambda: f"besides retrieval ({retrieval:.0f} ms) the retrieved context makes the prompt "
-            f"{one_rag.get('prompt_tokens', nan):.0f} tokens instead of {g1.get('prompt_tokens', nan):.0f}, "
-            "and prefilling it costs time; a smaller TOP_K / CHUNK_SIZE or a MAX_CONTEXT_TOKENS cap would "
-            "close it.",
+            "1 stream: TTFT p50 above GenAI + context, with RAG",
+            one_rag.get("ttft_p50", nan) - g1_context.get("ttft_p50", nan), retrieval + 30, False, ms,
+            lambda: f"retrieval took {retrieval:.0f} ms; the rest is the servable's own work before the "
+            "first token (request parsing, chat templating and tokenizing a "
+            f"{one_rag.get('prompt_tokens', nan):.0f}-token prompt, the hand-off to the stepping thread).",
             missing("servable", "genai"), goal_text=f"≤ retrieval + 30 ms = {_num(retrieval + 30)} ms",
         ),
         _check(
@@ -312,7 +317,7 @@ def plot(outcome: Outcome, path: Path) -> bool:
     drawn = False
     for system, label, _part in SYSTEMS:
         points = [(n, s) for n in outcome.settings.streams if (s := outcome.summary(system, n))]
-        if system == "servable + RAG" or not points:
+        if system in SINGLE_STREAM_SYSTEMS or not points:
             continue
         streams = [n for n, _ in points]
         left.plot(streams, [s["aggregate_tps"] for _, s in points], marker="o", label=label)

@@ -54,7 +54,8 @@ def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
                              "Decode tok/s", "Tok/s per stream", "Tok/s aggregate"]  # fmt: skip
     rows = [(row[0], row[1]) for row in generation[1:]]
     expected = [("1. servable", "1"), ("1. servable", "2"), ("1. servable + RAG", "1"), ("2. GenAI", "1"),
-                ("2. GenAI", "2"), ("3. reference", "1"), ("3. reference", "2")]  # fmt: skip
+                ("2. GenAI", "2"), ("2. GenAI + context", "1"), ("3. reference", "1"),
+                ("3. reference", "2")]  # fmt: skip
     assert rows == expected
     for row in generation[1:]:
         assert all(NUMBER.match(cell) for cell in row[2:]), row
