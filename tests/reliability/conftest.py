@@ -1,5 +1,6 @@
 """Fixtures of the reliability tests: a temporary copy of the real servable (its own docs.txt and index
-folder, the default models linked in) served by the real local server, plus metrics and status readers.
+folder, the default models linked in) served by the real local server, plus the index status reader
+(`metrics` and `wait_for` are the servable tests' helpers, in tests/servable/rag.py).
 
 ``servable_factory(name, docs=None, **env)`` (module scope) makes a copy under the module's temporary
 folder; ``rag_server(copy, args=(), env=None)`` starts ``python -m local_ovms`` on it (with
@@ -14,15 +15,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, OvmsServer, start_ovms_server
 
@@ -150,31 +148,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
         server.stop()
 
 
-def metrics(server: OvmsServer) -> dict[str, float]:
-    """The server's /metrics as {'name{label="value",...}': value} (no labels: just the name)."""
-    with urllib.request.urlopen(f"{server.rest_url}/metrics", timeout=10) as response:
-        text = response.read().decode("utf-8")
-    values = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
-
-
 def write_artifact(name: str, data: dict[str, Any]) -> Path:
     """Write test figures to test-artifacts/NAME.json (kept whether or not pytest shows stdout)."""
     path = REPO / "test-artifacts" / f"{name}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return path
-
-
-def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    """Call `check` until it returns something true (returned) or `timeout` passes (the last value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)

@@ -12,8 +12,9 @@ import time
 import psutil
 import pytest
 
-from tests.reliability.conftest import metrics, wait_for, write_artifact
+from tests.reliability.conftest import write_artifact
 from tests.reliability.streams import RagStream, ask, json_request
+from tests.servable.rag import metrics, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from tests.reliability.conftest import DEFAULT_DOCS, metrics, wait_for
+from tests.reliability.conftest import DEFAULT_DOCS
 from tests.reliability.loopback_http import LoopbackHttp
 from tests.reliability.streams import ask, json_request
+from tests.servable.rag import metrics, wait_for
 
 pytestmark = pytest.mark.slow
 

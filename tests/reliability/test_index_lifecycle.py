@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import OvmsServer
-from tests.reliability.conftest import DEFAULT_DOCS, ServableCopy, metrics, wait_for
+from tests.reliability.conftest import DEFAULT_DOCS, ServableCopy
 from tests.reliability.streams import RagStream, ask, json_request
+from tests.servable.rag import metrics, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from tests.reliability.conftest import metrics, wait_for, write_artifact
+from tests.reliability.conftest import write_artifact
 from tests.reliability.streams import Answer, RagStream, json_request
+from tests.servable.rag import metrics, wait_for
 
 pytestmark = pytest.mark.slow
 
