@@ -133,15 +133,22 @@ def test_sigterm_drains_streams_and_keeps_the_index(lifecycle):
     _answers(server)
 
 
-def test_sigkill_during_a_rebuild_leaves_the_previous_index(lifecycle):
-    copy = lifecycle.copy
-    server = lifecycle.running()
+def _start_a_rebuild(copy: ServableCopy, server: OvmsServer) -> str:
+    """Once the index is ready, list bulk/ in docs.txt and wait until its embedding starts; the build
+    that was serving before."""
     assert wait_for(lambda: copy.status().get("state") == "ready", 30), copy.status()
     build = _build_is_whole(copy)
     calls = metrics(server).get(EMBEDDING_CALLS, 0.0)
     copy.write_docs([*DEFAULT_DOCS, "bulk/"])
-    embedding = wait_for(lambda: metrics(server).get(EMBEDDING_CALLS, 0.0) > calls, 20, interval=0.05)
-    assert embedding, f"the rebuild did not start: {copy.status()}"
+    started = wait_for(lambda: metrics(server).get(EMBEDDING_CALLS, 0.0) > calls, 20, interval=0.05)
+    assert started, f"the rebuild did not start: {copy.status()}"
+    return build
+
+
+def test_sigkill_during_a_rebuild_leaves_the_previous_index(lifecycle):
+    copy = lifecycle.copy
+    server = lifecycle.running()
+    build = _start_a_rebuild(copy, server)
     time.sleep(0.5)
     server.process.kill()
     server.process.wait(10)
@@ -160,13 +167,7 @@ def test_sigkill_during_a_rebuild_leaves_the_previous_index(lifecycle):
 def test_sigterm_during_a_rebuild_exits_in_time_and_keeps_the_index(lifecycle):
     copy = lifecycle.copy
     server = lifecycle.running()
-    assert wait_for(lambda: copy.status().get("state") == "ready", 30), copy.status()
-    build = _build_is_whole(copy)
-    calls = metrics(server).get(EMBEDDING_CALLS, 0.0)
-    copy.write_docs([*DEFAULT_DOCS, "bulk/"])
-    assert wait_for(lambda: metrics(server).get(EMBEDDING_CALLS, 0.0) > calls, 20, interval=0.05), (
-        copy.status()
-    )
+    build = _start_a_rebuild(copy, server)
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     try:
