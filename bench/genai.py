@@ -98,9 +98,12 @@ class GenAI:
         """One stream on the plain pipeline, each prompt given a system turn of document text that makes
         it `prompt_tokens` long: the servable's RAG prompt without the retrieval."""
         pipeline = self._load(batching=False)
-        filler = self.tokenizer.encode(corpus.document(0, 400), add_special_tokens=False).input_ids.data[0]
         requests = []
         for r in range(rounds):
+            # Each request its own document, as retrieval gives each question its own chunks (a context
+            # shared by all requests would be served from the prefix cache).
+            text = corpus.document(r, 400)
+            filler = self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]
             question = prompts[r % len(prompts)]
             room = (
                 prompt_tokens
