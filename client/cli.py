@@ -1,12 +1,14 @@
 """Command-line chat: `python -m client.cli "question"`, or no question for an interactive session.
 
 The answer streams to stdout, its sources follow it. Ctrl-C stops the answer in the server too.
-Exit codes: 0 ok, 1 the server returned an error, 3 the server is not reachable, 130 stopped by Ctrl-C.
+Exit codes: 0 ok, 1 the server returned an error, 3 the server is not reachable, 130 stopped by Ctrl-C,
+141 the output was closed before the end (`| head`; the answer is cancelled in the server too).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from typing import TextIO
@@ -27,6 +29,7 @@ EXIT_OK = 0
 EXIT_SERVER_ERROR = 1
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
+EXIT_OUTPUT_CLOSED = 141  # as a shell reports a process ended by SIGPIPE
 
 
 @dataclass
@@ -76,6 +79,9 @@ def ask(
         stream.cancel()
         turn.error = "Stopped: the answer was cancelled."
         turn.exit_code = EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`| head`): no one wants the rest of the answer
+        stream.cancel()
+        raise
     turn.answer = "".join(pieces)
     if turn.answer:
         out.write("\n")
@@ -119,7 +125,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m client.cli",
         description="Ask the RAG chatbot a question over KServe gRPC streaming.",
-        epilog="Exit codes: 0 ok, 1 server error, 3 server not reachable, 130 stopped by Ctrl-C.",
+        epilog="Exit codes: 0 ok, 1 server error, 3 server not reachable, 130 stopped by Ctrl-C, "
+        "141 the output was closed (the answer is cancelled too).",
     )
     parser.add_argument("question", nargs="?", help="the question; without it, an interactive session")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"gRPC host:port of the server ({DEFAULT_URL})")
@@ -134,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     client = OvmsClient(args.url, args.model_name)
     settings = GenerationSettings(args.max_new_tokens, args.temperature, not args.no_rag)
-    if args.question is None:
-        return interactive(client, settings, sys.stdout, sys.stderr)
-    turn = ask(client, [{"role": "user", "content": args.question}], settings, sys.stdout, sys.stderr)
-    return turn.exit_code
+    try:
+        if args.question is None:
+            return interactive(client, settings, sys.stdout, sys.stderr)
+        turn = ask(client, [{"role": "user", "content": args.question}], settings, sys.stdout, sys.stderr)
+        return turn.exit_code
+    except BrokenPipeError:
+        # Nothing more can be written; keep the interpreter's final flush from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OUTPUT_CLOSED
 
 
 if __name__ == "__main__":

@@ -82,3 +82,26 @@ def test_ctrl_c_stops_the_answer_in_the_server(slow_server):
     assert "cancelled" in err and "Traceback" not in err
     cancelled = slow_server.log.wait_for_cancellations()
     assert len(cancelled) == 1 and cancelled[0]["words_sent"] < 400
+
+
+def test_closed_output_stops_the_answer_in_the_server_without_a_traceback(slow_server):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "client.cli", "--url", slow_server.grpc_url, "--max-new-tokens", "400"]
+        + ["Go on"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.read(len("[turn 1] word1")) == "[turn 1] word1"
+        process.stdout.close()  # as `| head -c 14` does
+        err = process.stderr.read()
+        process.wait(timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 141, err
+    assert "Traceback" not in err, err
+    cancelled = slow_server.log.wait_for_cancellations()
+    assert len(cancelled) == 1 and cancelled[0]["words_sent"] < 400
