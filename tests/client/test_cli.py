@@ -62,7 +62,8 @@ def test_server_error_exit_1_with_one_line(slow_server, run_cli):
     )
 
 
-def test_ctrl_c_stops_the_answer_in_the_server(slow_server):
+def _start_a_long_answer(slow_server) -> subprocess.Popen:
+    """The CLI asking for a 400-word answer, once its first word has been printed."""
     process = subprocess.Popen(
         [sys.executable, "-m", "client.cli", "--url", slow_server.grpc_url, "--max-new-tokens", "400"]
         + ["Go on"],
@@ -71,8 +72,13 @@ def test_ctrl_c_stops_the_answer_in_the_server(slow_server):
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout.read(len("[turn 1] word1")) == "[turn 1] word1"
+    return process
+
+
+def test_ctrl_c_stops_the_answer_in_the_server(slow_server):
+    process = _start_a_long_answer(slow_server)
     try:
-        assert process.stdout.read(len("[turn 1] word1")) == "[turn 1] word1"
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=20)
     finally:
@@ -85,16 +91,8 @@ def test_ctrl_c_stops_the_answer_in_the_server(slow_server):
 
 
 def test_closed_output_stops_the_answer_in_the_server_without_a_traceback(slow_server):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "client.cli", "--url", slow_server.grpc_url, "--max-new-tokens", "400"]
-        + ["Go on"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_a_long_answer(slow_server)
     try:
-        assert process.stdout.read(len("[turn 1] word1")) == "[turn 1] word1"
         process.stdout.close()  # as `| head -c 14` does
         err = process.stderr.read()
         process.wait(timeout=20)
