@@ -72,7 +72,12 @@ def _start_a_long_answer(slow_server) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout.read(len("[turn 1] word1")) == "[turn 1] word1"
+    try:
+        assert process.stdout.read(len("[turn 1] word1")) == "[turn 1] word1"
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     return process
 
 
