@@ -17,7 +17,8 @@ import tritonclient.grpc as grpcclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.streams import MODEL, Answer, RagStream, ask, json_request
+from tests.reliability.streams import ask, json_request
+from tests.servable.rag import MODEL, Answer, Stream
 
 pytestmark = pytest.mark.slow
 
@@ -116,11 +117,11 @@ def _send(url: str, case: Case) -> Answer:
         tensor = grpcclient.InferInput(name, list(shape), datatype)
         tensor._raw_content = data
         inputs.append(tensor)
-    stream = RagStream(url)
+    stream = Stream(url)
     try:
         answer = Answer(sent_at=time.perf_counter())
         stream.client.async_stream_infer(case.model, inputs)
-        return stream.collect(answer, CALL_TIMEOUT_S)
+        return stream.collect(answer=answer, timeout=CALL_TIMEOUT_S)
     finally:
         stream.close(cancel=True)
 

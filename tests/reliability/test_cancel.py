@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from tests.reliability.conftest import write_artifact
-from tests.reliability.streams import RagStream, ask, json_request
-from tests.servable.rag import metrics, wait_for
+from tests.reliability.streams import ask, json_request
+from tests.servable.rag import Stream, metrics, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def _cancel_wave(url: str, size: int, server) -> float:
     """Open `size` streams, cancel each after its first completion piece; the active-requests gauge
     seen while they all generate is returned."""
     request = json_request(QUESTION, max_new_tokens=400, ignore_eos=True)
-    streams = [RagStream(url) for _ in range(size)]
+    streams = [Stream(url) for _ in range(size)]
     try:
         answers = [stream.send(request) for stream in streams]
         deadline = time.monotonic() + CALL_TIMEOUT_S
@@ -53,14 +53,14 @@ def _cancel_wave(url: str, size: int, server) -> float:
 
 def _completed_wave(url: str, size: int) -> None:
     """`size` concurrent requests that run to their end (the reference for memory growth)."""
-    streams = [RagStream(url) for _ in range(size)]
+    streams = [Stream(url) for _ in range(size)]
     try:
         answers = [stream.send(json_request(QUESTION, max_new_tokens=2)) for stream in streams]
         for stream, answer in zip(streams, answers, strict=True):
-            assert stream.collect(answer, CALL_TIMEOUT_S).end is not None, answer
+            assert stream.collect(answer=answer, timeout=CALL_TIMEOUT_S).end is not None, answer
     finally:
         for stream in streams:
-            stream.close()
+            stream.close(cancel=False)
 
 
 def test_cancelled_streams_leave_no_request_running(server):

@@ -18,8 +18,8 @@ import pytest
 
 from tests.conftest import OvmsServer
 from tests.reliability.conftest import DEFAULT_DOCS, ServableCopy
-from tests.reliability.streams import RagStream, ask, json_request
-from tests.servable.rag import metrics, wait_for
+from tests.reliability.streams import ask, json_request
+from tests.servable.rag import Stream, metrics, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def test_sigterm_drains_streams_and_keeps_the_index(lifecycle):
         "Tell me everything about the Harvest Tern HT-7.", max_new_tokens=3000, ignore_eos=True
     )
     requests = [short, short, long, long, long, long]
-    streams = [RagStream(server.grpc_url) for _ in requests]
+    streams = [Stream(server.grpc_url) for _ in requests]
     answers = [stream.send(request) for stream, request in zip(streams, requests, strict=True)]
     deadline = time.monotonic() + 60
     for stream, answer in zip(streams[2:], answers[2:], strict=True):
@@ -110,10 +110,11 @@ def test_sigterm_drains_streams_and_keeps_the_index(lifecycle):
     try:
         for stream, answer in zip(streams, answers, strict=True):
             if answer.end is None and answer.error is None:
-                stream.collect(answer, max(0.1, signalled + GRACE_S + EXIT_MARGIN_S - time.monotonic()))
+                left = signalled + GRACE_S + EXIT_MARGIN_S - time.monotonic()
+                stream.collect(answer=answer, timeout=max(0.1, left))
     finally:
         for stream in streams:
-            stream.close()
+            stream.close(cancel=False)
     code = server.process.wait(GRACE_S + EXIT_MARGIN_S)
     exit_s = time.monotonic() - signalled
     log = server.log_text()

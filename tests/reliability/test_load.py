@@ -11,8 +11,8 @@ import time
 import pytest
 
 from tests.reliability.conftest import write_artifact
-from tests.reliability.streams import Answer, RagStream, json_request
-from tests.servable.rag import metrics, wait_for
+from tests.reliability.streams import json_request
+from tests.servable.rag import Answer, Stream, metrics, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,14 @@ QUESTION = json_request(
 
 
 def _client(url: str, until: float, answers: list[Answer], problems: list[str]) -> None:
-    stream = RagStream(url)
+    stream = Stream(url)
     last_s = 0.0
     try:
         # A new request starts only when one as long as the last still ends within the time.
         while time.monotonic() + last_s < until:
             answer = stream.send(QUESTION)
             try:
-                stream.collect(answer, REQUEST_TIMEOUT_S)
+                stream.collect(answer=answer, timeout=REQUEST_TIMEOUT_S)
             except Exception as exc:  # queue.Empty: no end_signal in time
                 problems.append(f"no end_signal within {REQUEST_TIMEOUT_S} s ({type(exc).__name__})")
                 return
@@ -44,7 +44,7 @@ def _client(url: str, until: float, answers: list[Answer], problems: list[str]) 
     except Exception as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:
-        stream.close()
+        stream.close(cancel=False)
 
 
 def _percentile(values: list[float], p: float) -> float:

@@ -88,10 +88,17 @@ class Answer:
     pieces: list[str] = field(default_factory=list)
     end: dict | None = None
     error: str | None = None
+    sent_at: float = 0.0
+    first_piece_at: float | None = None
+    done_at: float | None = None
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_piece_at is None else self.first_piece_at - self.sent_at
 
 
 class Stream:
@@ -109,9 +116,10 @@ class Stream:
         for output in result.get_response().outputs:
             self.events.put((output.name, result.as_numpy(output.name).tobytes().decode("utf-8")))
 
-    def send(self, request: str | bytes | dict, serialized: bool = False, tensor: Any = None) -> None:
+    def send(self, request: str | bytes | dict, serialized: bool = False, tensor: Any = None) -> Answer:
         """Send a question: raw BYTES content (the reference client), a tritonclient-serialized
-        element (`serialized`), a JSON request (dict), or a ready-made InferInput (`tensor`)."""
+        element (`serialized`), a JSON request (dict), or a ready-made InferInput (`tensor`).
+        Returns the Answer that `next_event` / `collect` fill."""
         if tensor is None:
             data = json.dumps(request) if isinstance(request, dict) else request
             data = data.encode("utf-8") if isinstance(data, str) else data
@@ -120,25 +128,32 @@ class Stream:
                 tensor.set_data_from_numpy(np.array([data], dtype=object))
             else:
                 tensor._raw_content = data
+        answer = Answer(sent_at=time.perf_counter())
         self.client.async_stream_infer(MODEL, [tensor])
+        return answer
 
-    def next_event(self, answer: Answer, timeout: float) -> str:
-        kind, value = self.events.get(timeout=timeout)
+    def next_event(self, answer: Answer, deadline: float) -> str:
+        """Take the next event into `answer` (queue.Empty past the monotonic `deadline`); its kind."""
+        kind, value = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+        now = time.perf_counter()
         answer.order.append(kind)
         if kind == "error":
-            answer.error = value
+            answer.error, answer.done_at = value, now
         elif kind == "sources":
             answer.sources = json.loads(value)
         elif kind == "completion":
             answer.pieces.append(value)
+            if answer.first_piece_at is None:
+                answer.first_piece_at = now
         elif kind == "end_signal":
-            answer.end = json.loads(value)
+            answer.end, answer.done_at = json.loads(value), now
         return kind
 
-    def collect(self, timeout: float = 120.0) -> Answer:
-        answer = Answer()
+    def collect(self, timeout: float = 120.0, answer: Answer | None = None) -> Answer:
+        """Events until end_signal or an error, into `answer` (a new one if none)."""
+        answer = Answer() if answer is None else answer
         deadline = time.monotonic() + timeout
-        while self.next_event(answer, max(0.01, deadline - time.monotonic())) not in ("end_signal", "error"):
+        while self.next_event(answer, deadline) not in ("end_signal", "error"):
             pass
         return answer
 
