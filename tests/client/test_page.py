@@ -13,6 +13,13 @@ ANSWER = "#chat [data-testid='bot']:not(.thought *)"
 SOURCES = "#chat .thought"
 
 
+def open_settings(page: Page) -> None:
+    """Unfold the settings and wait until the slider has mounted with its default, so typing is not lost."""
+    page.click("#settings")
+    for kind in ("number", "range"):
+        expect(page.locator(f"#max-new-tokens input[type={kind}]")).to_have_value("256")
+
+
 def set_max_new_tokens(page: Page, value: int) -> None:
     field = page.locator("#max-new-tokens input[type=number]")
     field.fill(str(value))
@@ -33,7 +40,7 @@ def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_p
     page = browser_page
     page.goto(start_page(slow_server.grpc_url))
     expect(page.locator("#status-line")).to_contain_text("Ready", timeout=30_000)
-    page.click("#settings")
+    open_settings(page)
     set_max_new_tokens(page, 48)
 
     ask(page, "How do I set it up?")
