@@ -15,6 +15,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
 
 from .chat_model import OpenVINOChatModel
+from .engine import Arrival
 from .request import ChatRequest
 
 SNIPPET_CHARS = 300
@@ -71,11 +72,14 @@ class RagChain:
         """Retrieve (when use_rag) and build a prompt that fits the model; ValueError if it cannot."""
         return self.prepare_chain.invoke(request)
 
-    def stream(self, prepared: Prepared, request: ChatRequest) -> Iterator[AIMessageChunk]:
+    def stream(
+        self, prepared: Prepared, request: ChatRequest, arrival: Arrival | None = None
+    ) -> Iterator[AIMessageChunk]:
         """Chunks of the answer as generated; the last carries finish_reason and token counts."""
         return self.chat_model.stream(
             prepared.messages,
             input_ids=prepared.input_ids,
+            arrival=arrival,
             max_new_tokens=prepared.max_new_tokens,
             temperature=request.temperature,
             top_p=request.top_p,

@@ -21,9 +21,10 @@ class OpenVINOChatModel(BaseChatModel):
     """Chat model over the shared continuous-batching Engine.
 
     `.stream(messages, max_new_tokens=..., temperature=..., top_p=..., seed=..., ignore_eos=...)`
-    yields a chunk per text piece as the pipeline produces it, then a last empty chunk whose
-    `response_metadata` holds finish_reason, ttft/decode timing and whose `usage_metadata` holds
-    the token counts. Closing the stream cancels the request in the pipeline.
+    (and `arrival=`, the request's `Engine.expect()`, closed once it is submitted) yields a chunk
+    per text piece as the pipeline produces it, then a last empty chunk whose `response_metadata`
+    holds finish_reason, ttft/decode timing and whose `usage_metadata` holds the token counts.
+    Closing the stream cancels the request in the pipeline.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -72,7 +73,7 @@ class OpenVINOChatModel(BaseChatModel):
         if stop:
             config.stop_strings = set(stop)
         started = time.perf_counter()
-        generation = self.engine.submit(input_ids, config)
+        generation = self.engine.submit(input_ids, config, kwargs.get("arrival"))
         try:
             for piece in generation.pieces():
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))

@@ -1,8 +1,9 @@
 """The LLM engine: one OpenVINO GenAI ContinuousBatchingPipeline shared by every stream.
 
 A single background thread steps the pipeline while requests exist and sleeps on a condition
-otherwise. Each request gets a queue of token ids; the stream's thread blocks on that queue (no
-thread polls) and turns the ids into text with an incremental decoder.
+otherwise. After each step it reads the new token ids of every request, turns them into text in one
+batched decode, and puts each request's text into that request's queue; the stream's thread blocks
+on its queue (no thread polls).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import openvino as ov
 import openvino_genai as ov_genai
 
 from . import metrics
-from .detokenizer import IncrementalDecoder
+from .detokenizer import IncrementalDecoder, decode_pieces
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ DEFAULT_CONTEXT_TOKENS = 2048
 # The pipeline releases a finished or cancelled request (and its KV-cache blocks) only in the second
 # step after it ended, so the stepping thread runs that many more steps once it is idle.
 CLEANUP_STEPS = 2
+# While requests are being prepared (parsed, retrieved, templated: Python work that needs the GIL,
+# which `pipeline.step()` holds throughout), the stepping thread waits up to this long before each
+# step, so they join the batch within a step or two instead of trickling in over many.
+ARRIVAL_WAIT_S = 0.02
+ARRIVAL_MAX_AGE_S = 2.0
 # The first prefill of a prompt this long sets up OpenVINO's kernels for it (about 1 s for SmolLM2 on
 # 2 cores; a short prompt sets up only part of it), so the engine runs one before it serves.
 WARM_UP_PROMPT_TOKENS = 512
@@ -50,11 +56,7 @@ def model_context_length(model_path: Path) -> int:
 
 
 class Generation:
-    """One request in the pipeline. Iterate `pieces()` for text as it is generated.
-
-    The stepping thread only moves token ids into the request's queue; the reader's thread turns
-    them into text with its own decoder, so detokenizing never delays the next step.
-    """
+    """One request in the pipeline. Iterate `pieces()` for text as it is generated."""
 
     def __init__(self, engine: Engine, request_id: int, prompt_tokens: int) -> None:
         self._engine = engine
@@ -65,12 +67,12 @@ class Generation:
         self.first_token_time: float | None = None
         self.end_time: float | None = None
         self.handle: ov_genai.GenerationHandle | None = None
+        self.decoder = IncrementalDecoder()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._finish_lock = threading.Lock()
-        self._decoder = IncrementalDecoder(engine.tokenizer)
 
-    def pump(self) -> bool:
-        """Move new token ids into the queue (stepping thread only); True once the request is over."""
+    def pump(self) -> str | None:
+        """Move new token ids into the decoder (stepping thread only); the finish reason once over."""
         handle = self.handle
         reason = None
         while handle.can_read():
@@ -80,12 +82,14 @@ class Generation:
                     if self.first_token_time is None:
                         self.first_token_time = time.perf_counter()
                     self.generated_tokens += len(ids)
-                    self._queue.put(ids)
+                    self.decoder.add(ids)
                 reason = _FINISH_REASONS.get(output.finish_reason, reason)
         if handle.get_status() == ov_genai.GenerationStatus.RUNNING:
-            return False
-        self.finish(reason or "stop")
-        return True
+            return None
+        return reason or "stop"
+
+    def put(self, text: str) -> None:
+        self._queue.put(text)
 
     def finish(self, reason: str) -> None:
         """Record how the request ended and close its queue (once)."""
@@ -99,29 +103,39 @@ class Generation:
         self._queue.put(_DONE)
 
     def pieces(self) -> Iterator[str]:
-        """Text pieces as generated; tokens that queued up while the reader was busy come joined."""
+        """Text pieces as generated; pieces that queued up while the reader was busy come joined."""
         done = False
         while not done:
-            ids: list[int] = []
+            texts: list[str] = []
             item = self._queue.get()
             while True:
                 if item is _DONE:
                     done = True
                     break
-                ids.extend(item)
+                texts.append(item)
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            text = self._decoder.write(ids) if ids else ""
-            if done and self.finish_reason not in ("cancelled", "error"):
-                text += self._decoder.flush()
-            if text:
-                yield text
+            if texts:
+                yield "".join(texts)
 
     def cancel(self) -> None:
         """Abort the request and free its KV cache (idempotent)."""
         self._engine.cancel(self)
+
+
+class Arrival:
+    """A request on its way to `Engine.submit`: the stepping thread makes room for it until it is
+    submitted or closed (idempotent), or for at most ARRIVAL_MAX_AGE_S if it is dropped unclosed."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.opened = time.monotonic()
+        engine._track_arrival(self, True)
+
+    def close(self) -> None:
+        self._engine._track_arrival(self, False)
 
 
 class Engine:
@@ -148,6 +162,7 @@ class Engine:
         self._cond = threading.Condition()
         self._stopping = False
         self._cleanup = 0
+        self._arrivals: set[Arrival] = set()
         self._warm_up()
         self._thread = threading.Thread(target=self._run, name="llm-stepper", daemon=True)
         self._thread.start()
@@ -184,16 +199,34 @@ class Engine:
         """Token ids (an openvino Tensor of shape [1, n]) of an already templated prompt."""
         return self.tokenizer.encode(prompt, add_special_tokens=False).input_ids
 
-    def submit(self, input_ids, config: ov_genai.GenerationConfig) -> Generation:
+    def expect(self) -> Arrival:
+        """Announce a request that will be submitted once it is prepared."""
+        return Arrival(self)
+
+    def _track_arrival(self, arrival: Arrival, open_: bool) -> None:
+        with self._cond:
+            if open_:
+                self._arrivals.add(arrival)
+            else:
+                self._arrivals.discard(arrival)
+            self._cond.notify()
+
+    def submit(
+        self, input_ids, config: ov_genai.GenerationConfig, arrival: Arrival | None = None
+    ) -> Generation:
         """Queue a request; the stepping thread picks it up at its next step."""
         generation = Generation(self, next(self._ids), int(input_ids.get_shape()[-1]))
-        with self._cond:
-            if self._stopping:
-                raise RuntimeError("the server is shutting down; no new generations")
-            generation.handle = self.pipeline.add_request(generation.request_id, input_ids, config)
-            self._active[generation.request_id] = generation
-            metrics.ACTIVE_REQUESTS.inc()
-            self._cond.notify()
+        try:
+            with self._cond:
+                if self._stopping:
+                    raise RuntimeError("the server is shutting down; no new generations")
+                generation.handle = self.pipeline.add_request(generation.request_id, input_ids, config)
+                self._active[generation.request_id] = generation
+                metrics.ACTIVE_REQUESTS.inc()
+                self._cond.notify()
+        finally:
+            if arrival is not None:
+                arrival.close()
         return generation
 
     def cancel(self, generation: Generation) -> None:
@@ -228,22 +261,50 @@ class Engine:
                     self._cond.wait()
                 if self._stopping:
                     return
+                self._make_room_for_arrivals()
                 batch = list(self._active.values())
                 if not batch:
                     self._cleanup -= 1
             try:
                 self.pipeline.step()
+                finished = self._deliver(batch)
             except Exception:
                 log.exception("LLM pipeline step failed; ending the requests in it")
                 self._end_all("error")
                 continue
-            finished = [generation for generation in batch if generation.pump()]
             if finished:
                 with self._cond:
                     for generation in finished:
                         if self._active.pop(generation.request_id, None) is not None:
                             metrics.ACTIVE_REQUESTS.dec()
                     self._cleanup = CLEANUP_STEPS
+
+    def _make_room_for_arrivals(self) -> None:
+        """Wait (releasing the GIL) while requests are being prepared, up to ARRIVAL_WAIT_S."""
+        now = time.monotonic()
+        self._arrivals = {a for a in self._arrivals if now - a.opened < ARRIVAL_MAX_AGE_S}
+        deadline = now + ARRIVAL_WAIT_S
+        while self._arrivals and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+
+    def _deliver(self, batch: list[Generation]) -> list[Generation]:
+        """Read the step's tokens, decode them for all requests at once, queue the text, and end the
+        requests that are over; returns those."""
+        ends = [generation.pump() for generation in batch]
+        decoding = [(g, end is not None) for g, end in zip(batch, ends, strict=True) if g.decoder.pending]
+        texts = decode_pieces(self.tokenizer, [(g.decoder, final) for g, final in decoding])
+        for (generation, _), text in zip(decoding, texts, strict=True):
+            if text:
+                generation.put(text)
+        finished = []
+        for generation, end in zip(batch, ends, strict=True):
+            if end is not None:
+                generation.finish(end)
+                finished.append(generation)
+        return finished
 
     def _end_all(self, reason: str) -> None:
         with self._cond:

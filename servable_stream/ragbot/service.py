@@ -7,11 +7,11 @@ import logging
 import time
 from collections.abc import Iterator
 
-from .chain import RagChain
+from .chain import Prepared, RagChain
 from .chat_model import OpenVINOChatModel
 from .documents import Fetcher, FetchLimits
 from .embeddings import CountedOpenVINOEmbeddings
-from .engine import Engine, model_context_length
+from .engine import Arrival, Engine, model_context_length
 from .index import IndexManager
 from .request import ChatRequest
 from .settings import Settings
@@ -90,16 +90,23 @@ class RagService:
         if self._stopping:
             raise RuntimeError("the server is shutting down; no new requests")
         started = time.perf_counter()
-        prepared = self.chain.prepare(request)
-        return self._outputs(request, prepared, started)
+        arrival = self.engine.expect()
+        try:
+            prepared = self.chain.prepare(request)
+        except BaseException:
+            arrival.close()
+            raise
+        return self._outputs(request, prepared, started, arrival)
 
-    def _outputs(self, request: ChatRequest, prepared, started: float) -> Iterator[tuple[str, str]]:
-        yield SOURCES, json.dumps(prepared.sources, ensure_ascii=False)
+    def _outputs(
+        self, request: ChatRequest, prepared: Prepared, started: float, arrival: Arrival
+    ) -> Iterator[tuple[str, str]]:
         first_piece_at = None
         stats: dict = {}
         usage: dict = {}
-        stream = self.chain.stream(prepared, request)
+        stream = self.chain.stream(prepared, request, arrival)
         try:
+            yield SOURCES, json.dumps(prepared.sources, ensure_ascii=False)
             for chunk in stream:
                 if chunk.content:
                     if first_piece_at is None:
@@ -108,6 +115,7 @@ class RagService:
                 elif "finish_reason" in chunk.response_metadata:
                     stats, usage = chunk.response_metadata, chunk.usage_metadata or {}
         finally:
+            arrival.close()
             stream.close()
         end = {
             "finish_reason": stats.get("finish_reason", "error"),

@@ -1,0 +1,109 @@
+"""The LLM engine in-process on the real SmolLM2 IR: batched incremental decoding, concurrent requests
+and arrivals."""
+
+from __future__ import annotations
+
+import threading
+
+import openvino_genai as ov_genai
+import pytest
+from ragbot import engine as engine_module
+from ragbot.detokenizer import INCOMPLETE, IncrementalDecoder, decode_pieces
+
+from tests.servable.rag import LLM_DIR, require_models
+
+TEXTS = (
+    "Plain ASCII words, numbers 1234 and punctuation!",
+    "Déjà vu: crème brûlée, naïve façade.",
+    "日本語のテキスト and 中文 mixed in.",
+    "Emoji split across byte tokens: 😀🚀🌱 done.",
+)
+QUESTIONS = (
+    "Count from 1 to 15 with commas.",
+    "Say hello in French, Japanese and Chinese.",
+    "Write a short line with three emoji.",
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> ov_genai.Tokenizer:
+    require_models()
+    return ov_genai.Tokenizer(str(LLM_DIR))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    require_models()
+    llm = engine_module.Engine(LLM_DIR, "CPU", kv_cache_gb=1, max_num_seqs=8)
+    yield llm
+    llm.stop()
+
+
+def ids_of(tokenizer: ov_genai.Tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
+
+
+def test_batched_decoding_releases_each_text_whole_and_in_pieces(tokenizer):
+    sequences = [
+        tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist() for text in TEXTS
+    ]
+    decoders = [IncrementalDecoder() for _ in TEXTS]
+    released: list[list[str]] = [[] for _ in TEXTS]
+    for position in range(max(len(ids) for ids in sequences)):
+        step = []
+        for decoder, ids in zip(decoders, sequences, strict=True):
+            if position < len(ids):
+                decoder.add(ids[position : position + 1])
+                step.append((decoder, position == len(ids) - 1))
+        for (decoder, _), text in zip(step, decode_pieces(tokenizer, step), strict=True):
+            released[decoders.index(decoder)].append(text)
+    for text, pieces in zip(TEXTS, released, strict=True):
+        assert "".join(pieces) == text
+        assert not any(INCOMPLETE in piece for piece in pieces), pieces
+        assert sum(1 for piece in pieces if piece) > len(text.split()) // 2
+
+
+def test_the_end_of_a_cut_sequence_is_released_as_it_is(tokenizer):
+    ids = ids_of(tokenizer, "ok 😀")
+    decoder = IncrementalDecoder()
+    decoder.add(ids[:-1])  # the emoji's last byte token is missing
+    assert decode_pieces(tokenizer, [(decoder, False)]) == [""]  # held back: it ends mid-character
+    assert decode_pieces(tokenizer, [(decoder, True)]) == [f"ok {INCOMPLETE}"]
+    assert not decoder.pending
+
+
+def test_concurrent_requests_stream_whole_text_piece_by_piece(engine):
+    results: dict[int, engine_module.Generation] = {}
+    pieces: dict[int, list[str]] = {}
+
+    def run(index: int) -> None:
+        prompt = engine.tokenizer.apply_chat_template(
+            [{"role": "user", "content": QUESTIONS[index]}], add_generation_prompt=True
+        )
+        generation = engine.submit(engine.encode(prompt), engine.generation_config(40, 0.0, 1.0, None, False))
+        results[index], pieces[index] = generation, list(generation.pieces())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(QUESTIONS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for index, generation in results.items():
+        ids = generation.decoder._ids  # what the pipeline generated for this request
+        assert len(ids) == generation.generated_tokens > 1
+        assert "".join(pieces[index]) == engine.tokenizer.decode(ids)
+        assert len(pieces[index]) > 1 and not any(INCOMPLETE in piece for piece in pieces[index])
+        assert generation.finish_reason in ("stop", "length")
+    assert len(results) == len(QUESTIONS)
+
+
+def test_an_arrival_that_is_never_closed_stops_holding_the_steps_back(engine, monkeypatch):
+    monkeypatch.setattr(engine_module, "ARRIVAL_MAX_AGE_S", 0.2)
+    dropped = engine.expect()  # e.g. a request whose generator was discarded before it started
+    closed = engine.expect()
+    closed.close()
+    closed.close()  # idempotent
+    generation = engine.submit(engine.encode("Hello"), engine.generation_config(32, 0.0, 1.0, None, True))
+    assert "".join(generation.pieces())
+    assert generation.finish_reason == "length" and generation.generated_tokens == 32
+    assert dropped not in engine._arrivals and closed not in engine._arrivals
