@@ -138,9 +138,9 @@ def targets(o: Outcome) -> list[Target]:
         _check(
             "1 stream: decode tok/s, servable / GenAI", ratio(one, g1, "decode_tps"), 0.95, True, times,
             lambda: f"servable {one['decode_tps']:.0f} tok/s against GenAI {g1['decode_tps']:.0f}: "
-            "each token also goes through the stepping thread, the detokenizer queue, the Python "
-            "generator and one gRPC message; fewer, larger messages per step and less Python work per "
-            "token would close it.",
+            "`pipeline.step()` holds Python's GIL, so the Python work of each token (LangChain chunk, "
+            "packet, gRPC message) runs between steps, and the client's CPU work shares the cores with "
+            "the inference threads; a C++ path (OVMS's LLM calculator) or fewer messages would close it.",
             missing("servable", "genai"),
         ),
         _check(
@@ -170,8 +170,9 @@ def targets(o: Outcome) -> list[Target]:
             f"{top} streams: aggregate tok/s, servable / GenAI CB", ratio(many, gtop, "aggregate_tps"), 0.85,
             True, times,
             lambda: f"servable {many['aggregate_tps']:.0f} against GenAI {gtop['aggregate_tps']:.0f} tok/s: "
-            "the per-stream Python threads, generators and gRPC messages take CPU from the pipeline on "
-            "a 2-core machine; fewer messages (pieces joined per step) would close it.",
+            "the per-stream Python work and gRPC messages take CPU from the pipeline on a 2-core "
+            "machine, and `pipeline.step()` holds the GIL, so it runs between steps; fewer messages "
+            "(pieces joined per step) would close it.",
             missing("servable", "genai"),
         ),
         _check(
