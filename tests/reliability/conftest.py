@@ -14,7 +14,6 @@ answers short (MAX_NEW_TOKENS) and the fetcher's limits small (FETCH_*).
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,64 +22,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, OvmsServer, start_ovms_server
+from tests.servable.rag import ServableCopy, require_models
 
-SERVABLE = REPO / "servable_stream"
-MODELS = ("smollm2-135m-instruct_INT4_compressed_weights", "all-MiniLM-L6-v2")
-SERVABLE_FILES = ("config.json", "graph.pbtxt", "model.py")
-SERVABLE_FOLDERS = ("ragbot", "documents")
 DEFAULT_DOCS = ("documents/",)
 
 
-@dataclass
-class ServableCopy:
-    """A copy of servable_stream/ with its own docs.txt and index folder."""
-
-    base: Path
-    env: dict[str, str]
-
-    @property
-    def config(self) -> Path:
-        return self.base / "config.json"
-
-    @property
-    def docs_file(self) -> Path:
-        return self.base / "docs.txt"
-
-    @property
-    def index_dir(self) -> Path:
-        return self.base / "index"
-
-    def write_docs(self, entries: list[str] | tuple[str, ...]) -> None:
-        """Replace docs.txt (written to a temporary file and renamed, as an editor would save it)."""
-        tmp = self.docs_file.with_name(".docs.txt.tmp")
-        tmp.write_text("\n".join(entries) + "\n", encoding="utf-8")
-        tmp.replace(self.docs_file)
-
-    def status(self) -> dict[str, Any]:
-        """The servable's index status (status.json in the index folder); {} before it exists."""
-        try:
-            return json.loads((self.index_dir / "status.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-
-    def current_build(self) -> Path:
-        """The build folder named by the index's CURRENT file."""
-        return self.index_dir / (self.index_dir / "CURRENT").read_text(encoding="utf-8").strip()
-
-
 def make_servable_copy(target: Path, docs: tuple[str, ...] | list[str], env: dict[str, str]) -> ServableCopy:
-    """Copy the servable's code, config and documents to `target`, link the default models in."""
-    missing = [name for name in MODELS if not (SERVABLE / name / "openvino_model.xml").exists()]
-    if missing or not (SERVABLE / "config.json").exists():
-        pytest.skip(f"the real servable or its default models are missing ({missing}): run `make models`")
-    target.mkdir(parents=True)
-    for name in SERVABLE_FILES:
-        shutil.copy2(SERVABLE / name, target / name)
-    for name in SERVABLE_FOLDERS:
-        shutil.copytree(SERVABLE / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in MODELS:
-        (target / name).symlink_to(SERVABLE / name, target_is_directory=True)
-    copy = ServableCopy(target, {})
+    """A copy of the servable with its bundled documents, listing `docs`, watched closely."""
+    require_models()
+    copy = ServableCopy.make(target, {}, docs, folders=("documents",))
     copy.env = {
         "RAG_INDEX_DIR": str(copy.index_dir),
         "DOCS_FILE": str(copy.docs_file),
@@ -88,7 +38,6 @@ def make_servable_copy(target: Path, docs: tuple[str, ...] | list[str], env: dic
         "DOCS_POLL_INTERVAL_S": "0.5",
         **env,
     }
-    copy.write_docs(list(docs))
     return copy
 
 

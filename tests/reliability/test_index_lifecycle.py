@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import OvmsServer
-from tests.reliability.conftest import DEFAULT_DOCS, ServableCopy
+from tests.reliability.conftest import DEFAULT_DOCS
 from tests.reliability.streams import ask, json_request
-from tests.servable.rag import Stream, metrics, wait_for
+from tests.servable.rag import ServableCopy, Stream, metrics, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -36,19 +36,36 @@ def require_models() -> None:
         pytest.skip(f"default models missing ({', '.join(missing)}): run `make models`")
 
 
+def current_build(index_dir: Path) -> Path:
+    """The build folder named by an index folder's CURRENT file."""
+    return index_dir / (index_dir / "CURRENT").read_text(encoding="utf-8").strip()
+
+
 @dataclass
 class ServableCopy:
-    """servable_stream/ copied to a temporary folder with its own docs.txt and index; models linked."""
+    """servable_stream/ copied to a temporary folder with its own docs.txt and index; models linked.
+
+    `env` is what the server running the copy gets on top of the test's own settings.
+    """
 
     base: Path
+    env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, target: Path, docs: dict[str, str], entries: list[str]) -> ServableCopy:
-        """Copy the code, write `docs` (relative path -> text) and a docs.txt listing `entries`."""
+    def make(
+        cls,
+        target: Path,
+        docs: dict[str, str],
+        entries: list[str] | tuple[str, ...],
+        folders: tuple[str, ...] = (),
+    ) -> ServableCopy:
+        """Copy the code and `folders` of the servable, write `docs` (relative path -> text) and a
+        docs.txt listing `entries`."""
         target.mkdir(parents=True)
         for name in ("config.json", "graph.pbtxt", "model.py"):
             shutil.copy2(SERVABLE / name, target / name)
-        shutil.copytree(SERVABLE / "ragbot", target / "ragbot", ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("ragbot", *folders):
+            shutil.copytree(SERVABLE / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
         for model in (LLM_DIR, EMBEDDING_DIR):
             (target / model.name).symlink_to(model, target_is_directory=True)
         for name, text in docs.items():
@@ -63,20 +80,28 @@ class ServableCopy:
         return self.base / "config.json"
 
     @property
+    def docs_file(self) -> Path:
+        return self.base / "docs.txt"
+
+    @property
     def index_dir(self) -> Path:
         return self.base / ".rag_index"
 
-    def write_docs(self, entries: list[str]) -> None:
+    def write_docs(self, entries: list[str] | tuple[str, ...]) -> None:
         """Replace docs.txt the way editors save: a new file renamed over the old one."""
         tmp = self.base / ".docs.txt.new"
         tmp.write_text("# test documents\n" + "\n".join(entries) + "\n", encoding="utf-8")
-        tmp.replace(self.base / "docs.txt")
+        tmp.replace(self.docs_file)
 
     def status(self) -> dict[str, Any]:
+        """The servable's index status (status.json in the index folder); {} before it exists."""
         try:
             return json.loads((self.index_dir / "status.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
+
+    def current_build(self) -> Path:
+        return current_build(self.index_dir)
 
 
 @dataclass

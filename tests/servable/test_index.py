@@ -13,7 +13,7 @@ from ragbot.documents import Fetcher, FetchLimits
 from ragbot.embeddings import CountedOpenVINOEmbeddings
 from ragbot.index import IndexManager
 
-from tests.servable.rag import EMBEDDING_DIR, require_models
+from tests.servable.rag import EMBEDDING_DIR, current_build, require_models
 
 DOCS = {
     "docs/ferries.md": "# Ferries\nThe Nordvik ferry leaves the harbour at 06:40 every weekday.",
@@ -120,15 +120,11 @@ def test_bad_docs_file_keeps_the_last_good_index(base: Path, model):
     assert index.status["document_count"] == 3
 
 
-def current_build(base: Path) -> Path:
-    return base / "index" / (base / "index" / "CURRENT").read_text().strip()
-
-
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete_chunks"])
 def test_corrupt_store_is_detected_and_rebuilt(base: Path, model, damage: str):
     index, _ = manager(base, model)
     index.refresh("first")
-    build = current_build(base)
+    build = current_build(base / "index")
     if damage == "truncate":
         data = (build / "index.faiss").read_bytes()
         (build / "index.faiss").write_bytes(data[: len(data) // 2])
@@ -156,15 +152,16 @@ def test_index_of_another_embedding_model_is_rebuilt(base: Path, model):
 def test_interrupted_build_leaves_the_previous_index(base: Path, model):
     index, _ = manager(base, model)
     index.refresh("first")
-    previous = current_build(base)
+    previous = current_build(base / "index")
     # What a crash (SIGKILL) in the middle of writing the next build leaves behind.
     partial = base / "index" / ".tmp-build-crashed"
     partial.mkdir()
     (partial / "index.faiss").write_bytes(b"partial")
     restarted, embeddings = manager(base, model)
-    assert restarted.load_stored() is True and current_build(base) == previous
+    assert restarted.load_stored() is True and current_build(base / "index") == previous
     (base / "docs" / "new.txt").write_text("A new pier opened in May.", encoding="utf-8")
     restarted.refresh("next")
     assert embeddings.texts == 1
     assert not partial.exists() and not previous.exists()
-    assert sorted(p.name for p in (base / "index").iterdir() if p.is_dir()) == [current_build(base).name]
+    builds = sorted(p.name for p in (base / "index").iterdir() if p.is_dir())
+    assert builds == [current_build(base / "index").name]
