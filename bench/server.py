@@ -12,12 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import requests
 import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
@@ -63,7 +61,7 @@ class Server:
             self.process = subprocess.Popen(
                 command, cwd=REPO, env=os.environ | env, stdout=log, stderr=subprocess.STDOUT
             )
-        self.memory = MemorySampler(self.process.pid)
+        self.memory = ProcessMemory(self.process.pid)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Wait for ServerReady (every graph loaded or failed), then require the servable's graph."""
@@ -105,7 +103,6 @@ class Server:
         return 0.0
 
     def stop(self) -> None:
-        self.memory.stop()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -115,39 +112,30 @@ class Server:
                 self.process.wait()
 
 
-class MemorySampler:
-    """Samples the RSS of a process and its children every 50 ms; `peak()` since the last `reset()`."""
+class ProcessMemory:
+    """RSS of one process and its peak since the last `reset()`, both kept by the Linux kernel
+    (VmRSS and VmHWM in /proc/<pid>/status; writing 5 to clear_refs resets VmHWM), so measuring
+    memory costs the benchmarked machine no CPU: a sampling thread would compete with the server."""
 
-    def __init__(self, pid: int, period: float = 0.05) -> None:
-        self.process = psutil.Process(pid)
-        self.period = period
-        self._peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def _status_kb(self, field: str) -> int:
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise RuntimeError(f"no {field} in /proc/{self.pid}/status")
 
     def rss(self) -> int:
-        total = 0
-        for proc in [self.process, *self.process.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                self._peak = max(self._peak, self.rss())
-            except psutil.Error:
-                return
+        return self._status_kb("VmRSS") * 1024
 
     def reset(self) -> None:
-        self._peak = self.rss()
+        with open(f"/proc/{self.pid}/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
 
     def peak(self) -> int:
-        return max(self._peak, self.rss())
-
-    def stop(self) -> None:
-        self._stop.set()
+        return self._status_kb("VmHWM") * 1024
 
 
 class StreamClient:
