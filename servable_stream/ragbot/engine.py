@@ -42,6 +42,9 @@ ARRIVAL_MAX_AGE_S = 2.0
 # The first prefill of a prompt this long sets up OpenVINO's kernels for it (about 1 s for SmolLM2 on
 # 2 cores; a short prompt sets up only part of it), so the engine runs one before it serves.
 WARM_UP_PROMPT_TOKENS = 512
+# The tokenizer's models are tiny: on one thread a decode costs the same time and half the CPU, which
+# the LLM's inference threads get back.
+TOKENIZER_PROPERTIES = {"INFERENCE_NUM_THREADS": 1}
 
 
 def model_context_length(model_path: Path) -> int:
@@ -155,7 +158,9 @@ class Engine:
         # Room for a whole RAG prompt in one step: its first token is not held back by split prefill.
         scheduler.max_num_batched_tokens = max_num_batched_tokens
         scheduler.enable_prefix_caching = True
-        self.pipeline = ov_genai.ContinuousBatchingPipeline(str(model_path), scheduler, device)
+        self.pipeline = ov_genai.ContinuousBatchingPipeline(
+            str(model_path), scheduler, device, tokenizer_properties=TOKENIZER_PROPERTIES
+        )
         self.tokenizer = self.pipeline.get_tokenizer()
         self._ids = itertools.count()
         self._active: dict[int, Generation] = {}
