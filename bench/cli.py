@@ -19,7 +19,7 @@ from rich.console import Console
 
 from bench import report
 from bench.servable import ServerBench
-from bench.settings import PARTS, PROMPTS, REPO, SERVER_PARTS, Settings
+from bench.settings import PARTS, PROMPTS, REPO, SERVER_PARTS, Settings, prompts_from
 from bench.timing import GenerationResult
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -119,16 +119,33 @@ def _attempt(
     return True
 
 
+# A system measured at some number of streams: runner(streams, round) runs that one round of requests.
+Runner = Callable[[int, int], GenerationResult]
+
+
 def run(settings: Settings, command: str) -> report.Outcome:
-    """All parts in one run. The servable and GenAI are measured one after the other at each number
-    of streams, so that a busy machine skews them alike; the reference models come after the GenAI
-    pipelines are freed (loaded in the same process they slow GenAI down several times)."""
+    """All parts in one run. At each number of streams the servable and GenAI take turns round by
+    round, so that a machine that gets busier or quieter meanwhile skews them alike; the reference
+    models come after the GenAI pipelines are freed (loaded in the same process they slow GenAI down
+    several times)."""
     outcome = report.Outcome(settings, command, context=_context(settings))
     outcome.problems |= dict.fromkeys(settings.skip, "skipped")
     values = outcome.values
 
-    def add_generation(runner: Callable[..., GenerationResult], *args: object) -> None:
-        outcome.generation.append(runner(*args))
+    def in_turns(systems: dict[str, tuple[str, Runner]], streams: int, rounds: int) -> None:
+        """Run round 1 of every system (part -> (label, runner)), then round 2, ...; one result each."""
+
+        def collect(into: list[GenerationResult], runner: Runner, r: int) -> None:
+            into.append(runner(streams, r))
+
+        done: dict[str, list[GenerationResult]] = {part: [] for part in systems}
+        for r in range(rounds):
+            for part, (label, runner) in systems.items():
+                label = f"{label} at {streams} streams, round {r + 1}/{rounds}"
+                _attempt(outcome, {part}, label, collect, done[part], runner, r)
+        for part, results in done.items():
+            if results and part not in outcome.problems:
+                outcome.generation.append(GenerationResult.combine(results))
 
     def add_values(measure: Callable[..., dict[str, float]], *args: object) -> None:
         values.update(measure(*args))
@@ -143,51 +160,48 @@ def run(settings: Settings, command: str) -> report.Outcome:
         from bench.genai import GenAI
 
         genai = GenAI(settings.llm_dir, settings.max_new_tokens)
-        runners["genai"] = lambda n: genai.run(n, settings.rounds(n), PROMPTS)
+        runners["genai"] = ("genai", lambda n, r: genai.run(n, 1, prompts_from(r)))
 
     def load_reference() -> None:
         from bench.reference import Reference
 
         models = Reference(settings.llm_dir, settings.max_new_tokens)
-        runners["reference"] = lambda n: models.run(n, settings.rounds(n), PROMPTS)
+        runners["reference"] = ("reference", lambda n, r: models.run(n, 1, prompts_from(r)))
 
-    def levels(systems: dict[str, Callable[[int], GenerationResult]]) -> None:
+    def levels(systems: dict[str, tuple[str, Runner]]) -> None:
         for streams in settings.streams:
-            for part, runner in systems.items():
-                _attempt(outcome, {part}, f"{part} at {streams} streams", add_generation, runner, streams)
+            in_turns(systems, streams, settings.rounds(streams))
 
     _attempt(outcome, {"retrieval", "indexing"}, "4, 5a. retrieval and indexing", add_values, embeddings)
     gc.collect()
-    runners: dict[str, Callable[[int], GenerationResult]] = {}
+    runners: dict[str, tuple[str, Runner]] = {}
     genai = None
     with contextlib.ExitStack() as stack:
         bench = stack.enter_context(ServerBench(settings)) if SERVER_PARTS - settings.skip else None
         if bench and _attempt(outcome, set(SERVER_PARTS), "1, 5b, 6, 7. start the local server", bench.start):
             if settings.runs("servable"):
-                runners["servable"] = bench.generation
+                runners["servable"] = ("servable", lambda n, r: bench.generation(n, 1, prompts_from(r)))
         else:
             bench = None
         _attempt(outcome, {"genai"}, "2. GenAI (each pipeline loads before its first level)", load_genai)
         levels(runners)
         if bench and 1 in settings.streams:
-            label = "servable + RAG at 1 stream"
-            _attempt(outcome, {"servable"}, label, add_generation, bench.generation, 1, True)
-            rag = outcome.summary("servable + RAG", 1)
-            if rag and genai is not None:
-                label, tokens = (
-                    "GenAI + context (the RAG prompt's length) at 1 stream",
-                    round(rag["prompt_tokens"]),
+            # GenAI + context gets prompts as long as the servable's RAG prompts, learnt from a first
+            # servable + RAG request (not counted).
+            def rag(streams: int, first_round: int) -> GenerationResult:
+                return bench.generation(streams, 1, prompts_from(first_round), use_rag=True)
+
+            probe: list[GenerationResult] = []
+            label = "servable + RAG: one request for its prompt length"
+            _attempt(outcome, {"servable"}, label, lambda: probe.append(rag(1, 0)))
+            pair: dict[str, tuple[str, Runner]] = {"servable": ("servable + RAG", rag)}
+            if genai is not None and probe:
+                tokens = round(probe[0].summary()["prompt_tokens"])
+                pair["genai"] = (
+                    "GenAI + context (the RAG prompt's length)",
+                    lambda n, r: genai.run_with_context(tokens, 1, prompts_from(r), first_round=r),
                 )
-                _attempt(
-                    outcome,
-                    {"genai"},
-                    label,
-                    add_generation,
-                    genai.run_with_context,
-                    tokens,
-                    settings.rounds(1),
-                    PROMPTS,
-                )
+            in_turns(pair, 1, settings.rounds(1))
         runners.clear()  # frees the GenAI pipelines before the reference models load
         genai = None
         gc.collect()

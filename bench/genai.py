@@ -94,15 +94,18 @@ class GenAI:
             requests = self._batched(pipeline, streams, rounds, prompts)
         return GenerationResult("genai", streams, requests)
 
-    def run_with_context(self, prompt_tokens: int, rounds: int, prompts: tuple[str, ...]) -> GenerationResult:
+    def run_with_context(
+        self, prompt_tokens: int, rounds: int, prompts: tuple[str, ...], first_round: int = 0
+    ) -> GenerationResult:
         """One stream on the plain pipeline, each prompt given a system turn of document text that makes
-        it `prompt_tokens` long: the servable's RAG prompt without the retrieval."""
+        it `prompt_tokens` long: the servable's RAG prompt without the retrieval. Round r uses
+        document `first_round + r`."""
         pipeline = self._load(batching=False)
         requests = []
         for r in range(rounds):
             # Each request its own document, as retrieval gives each question its own chunks (a context
             # shared by all requests would be served from the prefix cache).
-            text = corpus.document(r, 400)
+            text = corpus.document(first_round + r, 400)
             filler = self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]
             question = prompts[r % len(prompts)]
             room = (

@@ -82,17 +82,16 @@ class ServerBench:
         self.loaded_rss = self.server.memory.rss()
 
     # part 1 --------------------------------------------------------------------------------------
-    def generation(self, streams: int, use_rag: bool = False) -> GenerationResult:
-        """`streams` concurrent users, each with its own client, asking the fixed prompts."""
+    def generation(
+        self, streams: int, rounds: int, prompts: tuple[str, ...], use_rag: bool = False
+    ) -> GenerationResult:
+        """`streams` concurrent users, each with its own client, asking `prompts` for `rounds` rounds."""
         clients = [StreamClient(self.server.grpc_url) for _ in range(streams)]
         tokens = self.settings.max_new_tokens
         self.server.memory.reset()
         try:
             requests = run_streams(
-                streams,
-                self.settings.rounds(streams),
-                PROMPTS,
-                lambda i, q: clients[i].ask(chat_request(q, use_rag, tokens)),
+                streams, rounds, prompts, lambda i, q: clients[i].ask(chat_request(q, use_rag, tokens))
             )
         finally:
             for client in clients:
@@ -105,7 +104,7 @@ class ServerBench:
         """RSS with the models loaded, and the peak at the largest number of streams."""
         top = max(self.settings.streams)
         if top not in self.peak_rss:
-            self.generation(top)
+            self.generation(top, self.settings.rounds(top), PROMPTS)
         return {"rss_loaded_mb": self.loaded_rss / MB, "rss_peak_mb": self.peak_rss[top] / MB}
 
     # part 5b -------------------------------------------------------------------------------------

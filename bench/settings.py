@@ -24,7 +24,7 @@ PARTS = {
 # Parts that need the local server and the servable.
 SERVER_PARTS = frozenset({"servable", "reindex", "reload", "memory"})
 
-# Fixed questions: stream i, round r asks PROMPTS[(i + r) % len(PROMPTS)].
+# Fixed questions: stream i, round r asks PROMPTS[(i + r) % len(PROMPTS)] (see `prompts_from`).
 PROMPTS = (
     "What is the capital of France?",
     "Explain in simple words how a rainbow forms.",
@@ -43,6 +43,14 @@ PROMPTS = (
     "How do plants make food from sunlight?",
     "What is the Pythagorean theorem?",
 )
+
+
+def prompts_from(first_round: int) -> tuple[str, ...]:
+    """PROMPTS as round `first_round` starts them: stream i asks item i of the result first."""
+    k = first_round % len(PROMPTS)
+    return PROMPTS[k:] + PROMPTS[:k]
+
+
 # Questions for the retrieval measurement (asked against the synthetic corpus).
 QUERIES = (
     "How is the harbour bridge maintained in winter?",

@@ -49,15 +49,23 @@ class RequestTiming:
 
 @dataclass
 class GenerationResult:
-    """All requests of one system at one number of concurrent streams."""
+    """All requests of one system at one number of concurrent streams, and the time they took (the
+    sum over the rounds when they ran in several, between other systems' rounds)."""
 
     system: str
     streams: int
     requests: list[RequestTiming]
+    wall: float = 0.0
 
-    @property
-    def wall(self) -> float:
-        return max(r.end for r in self.requests) - min(r.start for r in self.requests)
+    def __post_init__(self) -> None:
+        if not self.wall:
+            self.wall = max(r.end for r in self.requests) - min(r.start for r in self.requests)
+
+    @classmethod
+    def combine(cls, parts: list[GenerationResult]) -> GenerationResult:
+        """One result from the same system's rounds run separately."""
+        requests = [timing for part in parts for timing in part.requests]
+        return cls(parts[0].system, parts[0].streams, requests, sum(part.wall for part in parts))
 
     def _median_extra(self, key: str) -> float:
         return percentile([r.extra[key] for r in self.requests if key in r.extra], 50)
