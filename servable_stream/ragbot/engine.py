@@ -3,7 +3,8 @@
 A single background thread steps the pipeline while requests exist and sleeps on a condition
 otherwise. After each step it reads the new token ids of every request, turns them into text in one
 batched decode, and puts each request's text into that request's queue; the stream's thread blocks
-on its queue (no thread polls).
+on its queue (no thread polls). `pipeline.step()` holds the GIL throughout, so the stepping thread
+makes room (waits on its condition) for requests being prepared and for first pieces to be sent.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ CLEANUP_STEPS = 2
 # step, so they join the batch within a step or two instead of trickling in over many.
 ARRIVAL_WAIT_S = 0.02
 ARRIVAL_MAX_AGE_S = 2.0
+# A request's first text is sent before the next step, not after it (one step less to the first
+# token): the stepping thread waits up to this long for the readers to take it. Later pieces are not
+# waited for, which at 16 streams would cost more in throughput than the latency it saves.
+FIRST_PIECE_WAIT_S = 0.005
 # The first prefill of a prompt this long sets up OpenVINO's kernels for it (about 1 s for SmolLM2 on
 # 2 cores; a short prompt sets up only part of it), so the engine runs one before it serves.
 WARM_UP_PROMPT_TOKENS = 512
@@ -71,6 +76,7 @@ class Generation:
         self.end_time: float | None = None
         self.handle: ov_genai.GenerationHandle | None = None
         self.decoder = IncrementalDecoder()
+        self.started_streaming = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._finish_lock = threading.Lock()
 
@@ -111,6 +117,7 @@ class Generation:
         while not done:
             texts: list[str] = []
             item = self._queue.get()
+            self._engine._taken(self)
             while True:
                 if item is _DONE:
                     done = True
@@ -168,6 +175,7 @@ class Engine:
         self._stopping = False
         self._cleanup = 0
         self._arrivals: set[Arrival] = set()
+        self._unread: set[Generation] = set()
         self._warm_up()
         self._thread = threading.Thread(target=self._run, name="llm-stepper", daemon=True)
         self._thread.start()
@@ -272,7 +280,8 @@ class Engine:
                     self._cleanup -= 1
             try:
                 self.pipeline.step()
-                finished = self._deliver(batch)
+                finished, first = self._deliver(batch)
+                self._make_room_for_first_pieces(first)
             except Exception:
                 log.exception("LLM pipeline step failed; ending the requests in it")
                 self._end_all("error")
@@ -295,21 +304,43 @@ class Engine:
                 return
             self._cond.wait(remaining)
 
-    def _deliver(self, batch: list[Generation]) -> list[Generation]:
+    def _taken(self, generation: Generation) -> None:
+        """`generation`'s reader took text from its queue (called by the reader)."""
+        if generation in self._unread:
+            with self._cond:
+                self._unread.discard(generation)
+                if not self._unread:
+                    self._cond.notify()
+
+    def _make_room_for_first_pieces(self, first: list[Generation]) -> None:
+        """Wait (releasing the GIL) until the readers of `first` took their first text, up to
+        FIRST_PIECE_WAIT_S."""
+        if not first:
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: not self._unread or self._stopping, FIRST_PIECE_WAIT_S)
+            self._unread = set()
+
+    def _deliver(self, batch: list[Generation]) -> tuple[list[Generation], list[Generation]]:
         """Read the step's tokens, decode them for all requests at once, queue the text, and end the
-        requests that are over; returns those."""
+        requests that are over; returns those, and the requests given their first text."""
         ends = [generation.pump() for generation in batch]
         decoding = [(g, end is not None) for g, end in zip(batch, ends, strict=True) if g.decoder.pending]
         texts = decode_pieces(self.tokenizer, [(g.decoder, final) for g, final in decoding])
-        for (generation, _), text in zip(decoding, texts, strict=True):
-            if text:
-                generation.put(text)
+        deliveries = [(g, text) for (g, _), text in zip(decoding, texts, strict=True) if text]
+        first = [g for g, _ in deliveries if not g.started_streaming]
+        if first:
+            with self._cond:
+                self._unread = set(first)  # before the texts are put: a reader may take them at once
+        for generation, text in deliveries:
+            generation.started_streaming = True
+            generation.put(text)
         finished = []
         for generation, end in zip(batch, ends, strict=True):
             if end is not None:
                 generation.finish(end)
                 finished.append(generation)
-        return finished
+        return finished, first
 
     def _end_all(self, reason: str) -> None:
         with self._cond:

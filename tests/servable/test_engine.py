@@ -107,3 +107,36 @@ def test_an_arrival_that_is_never_closed_stops_holding_the_steps_back(engine, mo
     assert "".join(generation.pieces())
     assert generation.finish_reason == "length" and generation.generated_tokens == 32
     assert dropped not in engine._arrivals and closed not in engine._arrivals
+
+
+class StepCounter:
+    """The engine's pipeline, counting the steps started."""
+
+    def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline) -> None:
+        self._pipeline = pipeline
+        self.started = 0
+
+    def step(self) -> None:
+        self.started += 1
+        self._pipeline.step()
+
+    def __getattr__(self, name: str):
+        return getattr(self._pipeline, name)
+
+
+def test_the_first_piece_is_taken_before_the_next_step(engine, monkeypatch):
+    # step() holds the GIL: without the wait the reader would get its first text after another step.
+    monkeypatch.setattr(engine_module, "FIRST_PIECE_WAIT_S", 5.0)  # room for a slow CI machine
+    counter = StepCounter(engine.pipeline)
+    monkeypatch.setattr(engine, "pipeline", counter)
+    steps_to_first_piece = []
+    for question in QUESTIONS:
+        config = engine.generation_config(16, 0.0, 1.0, None, True)
+        generation = engine.submit(engine.encode(question), config)  # no step runs meanwhile (GIL)
+        submitted_after = counter.started
+        pieces = generation.pieces()
+        next(pieces)
+        steps_to_first_piece.append(counter.started - submitted_after)
+        list(pieces)
+        assert generation.generated_tokens == 16
+    assert steps_to_first_piece == [1] * len(QUESTIONS)  # the prompt's prefill step, nothing after it
