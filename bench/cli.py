@@ -93,7 +93,8 @@ def _context(settings: Settings) -> dict[str, str]:
         f"OpenVINO {openvino.__version__}",
         "models": f"LLM {settings.llm_dir.name}, embeddings {settings.embedding_dir.name}",
         "requests": f"{settings.max_new_tokens} new tokens each (ignore_eos, greedy), "
-        f"{len(PROMPTS)} fixed prompts, {settings.requests_per_level} or more requests per level",
+        f"{len(PROMPTS)} fixed prompts, {settings.requests_per_level} or more requests per level "
+        f"in {settings.min_rounds} or more rounds, the systems taking turns round by round",
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 

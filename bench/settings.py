@@ -83,7 +83,8 @@ class Settings:
 
     streams: tuple[int, ...] = (1, 4, 16)
     max_new_tokens: int = 128
-    requests_per_level: int = 8  # each stream runs ceil(requests_per_level / streams) requests
+    requests_per_level: int = 8  # each stream runs ceil(requests_per_level / streams) requests,
+    min_rounds: int = 3  # and at least this many, so that the systems take turns a few times
     chunks: int = 1000  # in the retrieval index
     indexing_chunks: int = 256  # embedded by both embedders for chunks/s
     queries: int = 60
@@ -101,6 +102,7 @@ class Settings:
             streams=(1, 2),
             max_new_tokens=8,
             requests_per_level=2,
+            min_rounds=1,
             chunks=60,
             indexing_chunks=32,
             queries=5,
@@ -113,4 +115,4 @@ class Settings:
 
     def rounds(self, streams: int) -> int:
         """Requests each of `streams` concurrent streams runs one after the other."""
-        return max(1, -(-self.requests_per_level // streams))
+        return max(self.min_rounds, -(-self.requests_per_level // streams))
