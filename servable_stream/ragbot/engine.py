@@ -280,8 +280,8 @@ class Engine:
                     self._cleanup -= 1
             try:
                 self.pipeline.step()
-                finished, first = self._deliver(batch)
-                self._make_room_for_first_pieces(first)
+                finished = self._deliver(batch)
+                self._make_room_for_first_pieces()
             except Exception:
                 log.exception("LLM pipeline step failed; ending the requests in it")
                 self._end_all("error")
@@ -312,18 +312,18 @@ class Engine:
                 if not self._unread:
                     self._cond.notify()
 
-    def _make_room_for_first_pieces(self, first: list[Generation]) -> None:
-        """Wait (releasing the GIL) until the readers of `first` took their first text, up to
+    def _make_room_for_first_pieces(self) -> None:
+        """Wait (releasing the GIL) until the readers of the step's first pieces took them, up to
         FIRST_PIECE_WAIT_S."""
-        if not first:
+        if not self._unread:
             return
         with self._cond:
             self._cond.wait_for(lambda: not self._unread or self._stopping, FIRST_PIECE_WAIT_S)
             self._unread = set()
 
-    def _deliver(self, batch: list[Generation]) -> tuple[list[Generation], list[Generation]]:
-        """Read the step's tokens, decode them for all requests at once, queue the text, and end the
-        requests that are over; returns those, and the requests given their first text."""
+    def _deliver(self, batch: list[Generation]) -> list[Generation]:
+        """Read the step's tokens, decode them for all requests at once, queue the text (the requests
+        given their first text become `_unread`), and end the requests that are over; returns those."""
         ends = [generation.pump() for generation in batch]
         decoding = [(g, end is not None) for g, end in zip(batch, ends, strict=True) if g.decoder.pending]
         texts = decode_pieces(self.tokenizer, [(g.decoder, final) for g, final in decoding])
@@ -340,7 +340,7 @@ class Engine:
             if end is not None:
                 generation.finish(end)
                 finished.append(generation)
-        return finished, first
+        return finished
 
     def _end_all(self, reason: str) -> None:
         with self._cond:
