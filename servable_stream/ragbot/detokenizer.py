@@ -1,62 +1,153 @@
-"""Incremental detokenization: the text of growing token sequences, released piece by piece.
+"""Incremental detokenization: the text of each request's growing token ids, released piece by piece.
 
 `pipeline.step()` holds Python's GIL, so any Python work per token, in whatever thread, adds to the
-time between steps. Decoding is therefore done for every running request at once, in one batched
-`Tokenizer.decode` call per step (`decode_pieces`), instead of two calls per request and token.
+time between steps. Run right after a step, an OpenVINO detokenizer call costs about 0.35 ms even
+for one token (its caches are cold), a few per cent of a step. So a model folder with a Hugging Face
+`tokenizer.json` is decoded by the `tokenizers` library's `DecodeStream` (tens of microseconds);
+otherwise (a GGUF file) by the OpenVINO detokenizer, once per step for every running request at once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
 
 import openvino_genai as ov_genai
+import tokenizers
+from tokenizers.decoders import DecodeStream
+
+log = logging.getLogger(__name__)
 
 INCOMPLETE = "\ufffd"
+# Text both decoders must turn into the same ids and back before the faster one is trusted.
+SELF_CHECK_TEXT = "Déjà vu: 日本語, 中文 and emoji 😀🚀 in one line.\n  Indented 42 times!"
 
 
-class IncrementalDecoder:
-    """The token ids of one request and how much of their text has been released.
+class TokenStream(Protocol):
+    """The generated ids of one request and the part of them already released as text."""
 
-    Each step decodes the ids since the last released piece together with the ids of that piece,
-    so tokenizers that drop or merge a word-initial space on their own still read right; the new
-    text is released unless it ends in an incomplete UTF-8 character (a byte-level token that is
-    the first part of one), which waits for the next token. Unlike a streamer that delays every
-    piece by a few tokens, the first piece goes out with the first token.
-    """
+    ids: list[int]
+
+    def add(self, ids: Sequence[int]) -> None: ...
+
+    @property
+    def pending(self) -> bool: ...
+
+
+class Detokenizer(Protocol):
+    """Makes a `TokenStream` per request and turns the streams' new ids into text after a step."""
+
+    def stream(self) -> TokenStream: ...
+
+    def decode(self, streams: Sequence[tuple[TokenStream, bool]]) -> list[str]:
+        """The new text of each (stream, final) pair; at the end (`final`) nothing is held back."""
+        ...
+
+
+class WindowStream:
+    """Ids decoded by windows: the ids since the last released piece together with the ids of that
+    piece, so tokenizers that drop or merge a word-initial space on their own still read right. The
+    new text is released unless it ends in an incomplete UTF-8 character (a byte-level token that is
+    the first part of one), which waits for the next token."""
 
     def __init__(self) -> None:
-        self._ids: list[int] = []
+        self.ids: list[int] = []
         self._prefix = 0  # start of the ids decoded as context for the next piece
         self._read = 0  # end of the ids already released as text
 
     def add(self, ids: Sequence[int]) -> None:
-        self._ids.extend(ids)
+        self.ids.extend(ids)
 
     @property
     def pending(self) -> bool:
-        """True when ids arrived that are not yet released as text."""
-        return len(self._ids) > self._read
+        return len(self.ids) > self._read
 
     def windows(self) -> tuple[list[int], list[int]]:
         """The ids to decode: those of the released context, and the context with the new ids."""
-        return self._ids[self._prefix : self._read], self._ids[self._prefix :]
+        return self.ids[self._prefix : self._read], self.ids[self._prefix :]
 
     def release(self, context: str, text: str, final: bool) -> str:
-        """The new text given the decoded `windows()`; at the end (`final`) nothing is held back."""
+        """The new text given the decoded `windows()`."""
         if len(text) <= len(context) or (text.endswith(INCOMPLETE) and not final):
             return ""
-        self._prefix, self._read = self._read, len(self._ids)
+        self._prefix, self._read = self._read, len(self.ids)
         return text[len(context) :]
 
 
-def decode_pieces(
-    tokenizer: ov_genai.Tokenizer, decoders: Sequence[tuple[IncrementalDecoder, bool]]
-) -> list[str]:
-    """The new text of each (decoder, final) pair, from one batched decode of all their windows."""
-    windows = [window for decoder, _ in decoders for window in decoder.windows()]
-    if not windows:
-        return []
-    texts = tokenizer.decode(windows)
-    return [
-        decoder.release(texts[2 * i], texts[2 * i + 1], final) for i, (decoder, final) in enumerate(decoders)
-    ]
+class OpenVINODetokenizer:
+    """The pipeline's own detokenizer: one batched decode of every stream's windows per step."""
+
+    def __init__(self, tokenizer: ov_genai.Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def stream(self) -> WindowStream:
+        return WindowStream()
+
+    def decode(self, streams: Sequence[tuple[WindowStream, bool]]) -> list[str]:
+        windows = [window for stream, _ in streams for window in stream.windows()]
+        if not windows:
+            return []
+        texts = self.tokenizer.decode(windows)
+        return [
+            stream.release(texts[2 * i], texts[2 * i + 1], final) for i, (stream, final) in enumerate(streams)
+        ]
+
+
+class HubStream:
+    """Ids decoded by a `tokenizers.decoders.DecodeStream`, which holds back incomplete characters."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self._stream = DecodeStream(skip_special_tokens=True)
+        self._new = 0  # start of the ids not yet given to the DecodeStream
+        self._released = 0  # characters released so far
+
+    def add(self, ids: Sequence[int]) -> None:
+        self.ids.extend(ids)
+
+    @property
+    def pending(self) -> bool:
+        return len(self.ids) > self._new
+
+    def take(self, tokenizer: tokenizers.Tokenizer, final: bool) -> str:
+        new, self._new = self.ids[self._new :], len(self.ids)
+        text = self._stream.step(tokenizer, new) or ""
+        if final:  # what the DecodeStream still holds (a cut character) goes out as the full decode has it
+            text += tokenizer.decode(self.ids)[self._released + len(text) :]
+        self._released += len(text)
+        return text
+
+
+class HubDetokenizer:
+    """The model folder's Hugging Face `tokenizer.json`, through the `tokenizers` library."""
+
+    def __init__(self, tokenizer: tokenizers.Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def stream(self) -> HubStream:
+        return HubStream()
+
+    def decode(self, streams: Sequence[tuple[HubStream, bool]]) -> list[str]:
+        return [stream.take(self.tokenizer, final) for stream, final in streams]
+
+
+def detokenizer_for(model_path: Path, tokenizer: ov_genai.Tokenizer) -> Detokenizer:
+    """`HubDetokenizer` when the model folder has a `tokenizer.json` that decodes as the pipeline's
+    own detokenizer does (checked on a sample text); otherwise `OpenVINODetokenizer`."""
+    tokenizer_json = model_path / "tokenizer.json"
+    if not tokenizer_json.is_file():
+        return OpenVINODetokenizer(tokenizer)
+    try:
+        hub = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+    except Exception as exc:  # a tokenizer.json this tokenizers version cannot read
+        log.warning("%s unreadable (%s); decoding with the OpenVINO detokenizer", tokenizer_json, exc)
+        return OpenVINODetokenizer(tokenizer)
+    ids = tokenizer.encode(SELF_CHECK_TEXT, add_special_tokens=False).input_ids.data[0].tolist()
+    if tokenizer.get_eos_token_id() >= 0:
+        ids.append(tokenizer.get_eos_token_id())  # special tokens are left out by both
+    if hub.decode(ids) != tokenizer.decode(ids):
+        log.warning("%s decodes differently from the OpenVINO detokenizer; using that one", tokenizer_json)
+        return OpenVINODetokenizer(tokenizer)
+    return HubDetokenizer(hub)

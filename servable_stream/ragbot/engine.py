@@ -1,8 +1,8 @@
 """The LLM engine: one OpenVINO GenAI ContinuousBatchingPipeline shared by every stream.
 
 A single background thread steps the pipeline while requests exist and sleeps on a condition
-otherwise. After each step it reads the new token ids of every request, turns them into text in one
-batched decode, and puts each request's text into that request's queue; the stream's thread blocks
+otherwise. After each step it reads the new token ids of every request, turns them into text (see
+`detokenizer`), and puts each request's text into that request's queue; the stream's thread blocks
 on its queue (no thread polls). `pipeline.step()` holds the GIL throughout, so the stepping thread
 makes room (waits on its condition) for requests being prepared and for first pieces to be sent.
 """
@@ -22,7 +22,7 @@ import openvino as ov
 import openvino_genai as ov_genai
 
 from . import metrics
-from .detokenizer import IncrementalDecoder, decode_pieces
+from .detokenizer import detokenizer_for
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,13 @@ class Generation:
         self.first_token_time: float | None = None
         self.end_time: float | None = None
         self.handle: ov_genai.GenerationHandle | None = None
-        self.decoder = IncrementalDecoder()
+        self.tokens = engine.detokenizer.stream()
         self.started_streaming = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._finish_lock = threading.Lock()
 
     def pump(self) -> str | None:
-        """Move new token ids into the decoder (stepping thread only); the finish reason once over."""
+        """Move new token ids into `tokens` (stepping thread only); the finish reason once over."""
         handle = self.handle
         reason = None
         while handle.can_read():
@@ -91,7 +91,7 @@ class Generation:
                     if self.first_token_time is None:
                         self.first_token_time = time.perf_counter()
                     self.generated_tokens += len(ids)
-                    self.decoder.add(ids)
+                    self.tokens.add(ids)
                 reason = _FINISH_REASONS.get(output.finish_reason, reason)
         if handle.get_status() == ov_genai.GenerationStatus.RUNNING:
             return None
@@ -169,6 +169,7 @@ class Engine:
             str(model_path), scheduler, device, tokenizer_properties=TOKENIZER_PROPERTIES
         )
         self.tokenizer = self.pipeline.get_tokenizer()
+        self.detokenizer = detokenizer_for(model_path, self.tokenizer)
         self._ids = itertools.count()
         self._active: dict[int, Generation] = {}
         self._cond = threading.Condition()
@@ -322,11 +323,11 @@ class Engine:
             self._unread = set()
 
     def _deliver(self, batch: list[Generation]) -> list[Generation]:
-        """Read the step's tokens, decode them for all requests at once, queue the text (the requests
-        given their first text become `_unread`), and end the requests that are over; returns those."""
+        """Read the step's tokens, decode them, queue the text (the requests given their first text
+        become `_unread`), and end the requests that are over; returns those."""
         ends = [generation.pump() for generation in batch]
-        decoding = [(g, end is not None) for g, end in zip(batch, ends, strict=True) if g.decoder.pending]
-        texts = decode_pieces(self.tokenizer, [(g.decoder, final) for g, final in decoding])
+        decoding = [(g, end is not None) for g, end in zip(batch, ends, strict=True) if g.tokens.pending]
+        texts = self.detokenizer.decode([(g.tokens, final) for g, final in decoding])
         deliveries = [(g, text) for (g, _), text in zip(decoding, texts, strict=True) if text]
         first = [g for g, _ in deliveries if not g.started_streaming]
         if first:

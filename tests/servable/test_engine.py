@@ -1,14 +1,23 @@
-"""The LLM engine in-process on the real SmolLM2 IR: batched incremental decoding, concurrent requests
-and arrivals."""
+"""The LLM engine in-process on the real SmolLM2 IR: incremental decoding (both detokenizers),
+concurrent requests and arrivals."""
 
 from __future__ import annotations
 
+import shutil
 import threading
+from pathlib import Path
 
 import openvino_genai as ov_genai
 import pytest
+import tokenizers
 from ragbot import engine as engine_module
-from ragbot.detokenizer import INCOMPLETE, IncrementalDecoder, decode_pieces
+from ragbot.detokenizer import (
+    INCOMPLETE,
+    Detokenizer,
+    HubDetokenizer,
+    OpenVINODetokenizer,
+    detokenizer_for,
+)
 
 from tests.servable.rag import LLM_DIR, require_models
 
@@ -39,37 +48,59 @@ def engine():
     llm.stop()
 
 
+@pytest.fixture(params=["openvino", "tokenizer.json"])
+def detokenizer(request, tokenizer) -> Detokenizer:
+    if request.param == "openvino":
+        return OpenVINODetokenizer(tokenizer)
+    return HubDetokenizer(tokenizers.Tokenizer.from_file(str(LLM_DIR / "tokenizer.json")))
+
+
 def ids_of(tokenizer: ov_genai.Tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
 
 
-def test_batched_decoding_releases_each_text_whole_and_in_pieces(tokenizer):
-    sequences = [
-        tokenizer.encode(text, add_special_tokens=False).input_ids.data[0].tolist() for text in TEXTS
-    ]
-    decoders = [IncrementalDecoder() for _ in TEXTS]
+def test_decoding_releases_each_text_whole_and_in_pieces(tokenizer, detokenizer):
+    sequences = [ids_of(tokenizer, text) for text in TEXTS]
+    streams = [detokenizer.stream() for _ in TEXTS]
     released: list[list[str]] = [[] for _ in TEXTS]
     for position in range(max(len(ids) for ids in sequences)):
         step = []
-        for decoder, ids in zip(decoders, sequences, strict=True):
+        for stream, ids in zip(streams, sequences, strict=True):
             if position < len(ids):
-                decoder.add(ids[position : position + 1])
-                step.append((decoder, position == len(ids) - 1))
-        for (decoder, _), text in zip(step, decode_pieces(tokenizer, step), strict=True):
-            released[decoders.index(decoder)].append(text)
+                stream.add(ids[position : position + 1])
+                step.append((stream, position == len(ids) - 1))
+        for (stream, _), text in zip(step, detokenizer.decode(step), strict=True):
+            released[streams.index(stream)].append(text)
     for text, pieces in zip(TEXTS, released, strict=True):
         assert "".join(pieces) == text
         assert not any(INCOMPLETE in piece for piece in pieces), pieces
         assert sum(1 for piece in pieces if piece) > len(text.split()) // 2
 
 
-def test_the_end_of_a_cut_sequence_is_released_as_it_is(tokenizer):
+def test_the_end_of_a_cut_sequence_is_released_as_it_is(tokenizer, detokenizer):
     ids = ids_of(tokenizer, "ok 😀")
-    decoder = IncrementalDecoder()
-    decoder.add(ids[:-1])  # the emoji's last byte token is missing
-    assert decode_pieces(tokenizer, [(decoder, False)]) == [""]  # held back: it ends mid-character
-    assert decode_pieces(tokenizer, [(decoder, True)]) == [f"ok {INCOMPLETE}"]
-    assert not decoder.pending
+    stream = detokenizer.stream()
+    stream.add(ids[:-1])  # the emoji's last byte token is missing
+    (held,) = detokenizer.decode([(stream, False)])
+    assert INCOMPLETE not in held  # the cut character is held back...
+    (last,) = detokenizer.decode([(stream, True)])
+    assert held + last == f"ok {INCOMPLETE}"  # ...until the end
+    assert not stream.pending
+
+
+def test_the_faster_detokenizer_is_used_only_where_it_decodes_as_openvino(tokenizer, tmp_path: Path):
+    assert isinstance(detokenizer_for(LLM_DIR, tokenizer), HubDetokenizer)
+    assert isinstance(detokenizer_for(LLM_DIR / "openvino_model.xml", tokenizer), OpenVINODetokenizer)
+    other = tmp_path / "other"
+    other.mkdir()
+    hub = tokenizers.Tokenizer.from_file(str(LLM_DIR / "tokenizer.json"))
+    hub.decoder = tokenizers.decoders.Metaspace()  # decodes the byte-level tokens wrongly
+    hub.save(str(other / "tokenizer.json"))
+    assert isinstance(detokenizer_for(other, tokenizer), OpenVINODetokenizer)
+    shutil.copy(LLM_DIR / "tokenizer.json", other / "tokenizer.json")
+    assert isinstance(detokenizer_for(other, tokenizer), HubDetokenizer)
+    (other / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    assert isinstance(detokenizer_for(other, tokenizer), OpenVINODetokenizer)
 
 
 def test_concurrent_requests_stream_whole_text_piece_by_piece(engine):
@@ -89,7 +120,7 @@ def test_concurrent_requests_stream_whole_text_piece_by_piece(engine):
     for thread in threads:
         thread.join(timeout=120)
     for index, generation in results.items():
-        ids = generation.decoder._ids  # what the pipeline generated for this request
+        ids = generation.tokens.ids  # what the pipeline generated for this request
         assert len(ids) == generation.generated_tokens > 1
         assert "".join(pieces[index]) == engine.tokenizer.decode(ids)
         assert len(pieces[index]) > 1 and not any(INCOMPLETE in piece for piece in pieces[index])
