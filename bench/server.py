@@ -139,20 +139,29 @@ class ProcessMemory:
 
 
 class StreamClient:
-    """One benchmark user: a tritonclient connection that asks one question per gRPC stream."""
+    """One benchmark user: a tritonclient connection that asks one question per gRPC stream.
+
+    A completion piece only needs its arrival time, which tritonclient's callback thread notes as the
+    GenAI benchmark's streamer does for a token; the other responses go to the asking thread."""
 
     def __init__(self, url: str) -> None:
         self.client = grpcclient.InferenceServerClient(url)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._arrivals: list[float] = []
 
     def _on_response(self, result, error) -> None:
-        self._events.put((now(), result, error))
+        stamp = now()
+        if error is None and result.get_response().outputs[0].name == "completion":
+            self._arrivals.append(stamp)
+        else:
+            self._events.put((stamp, result, error))
 
     def ask(self, request: dict) -> RequestTiming:
         """Send one JSON request and time its answer; `extra` gets `sources` and the end_signal fields."""
         tensor = grpcclient.InferInput("pre_prompt", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([json.dumps(request).encode()], dtype=object))
         timing = RequestTiming(start=now())
+        self._arrivals = timing.arrivals
         self.client.start_stream(callback=self._on_response)
         try:
             self.client.async_stream_infer(MODEL_NAME, [tensor])
@@ -165,8 +174,6 @@ class StreamClient:
                 if name == "sources":
                     timing.extra["sources"] = json.loads(text)
                     timing.extra["sources_at"] = stamp
-                elif name == "completion":
-                    timing.arrivals.append(stamp)
                 elif name == "end_signal":
                     timing.extra |= json.loads(text)
                     if timing.extra["finish_reason"] not in ("length", "stop"):
