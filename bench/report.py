@@ -138,10 +138,10 @@ def targets(o: Outcome) -> list[Target]:
         _check(
             "1 stream: decode tok/s, servable / GenAI", ratio(one, g1, "decode_tps"), 0.95, True, times,
             lambda: f"servable {one['decode_tps']:.0f} tok/s against GenAI {g1['decode_tps']:.0f}: "
-            "`pipeline.step()` holds Python's GIL, so the Python work of each token (decoding, the "
-            "LangChain chunk, the packet, the gRPC message and its thread hand-offs: about 0.5 ms a token "
-            "on this machine) runs between steps, and the client's CPU work shares the cores with the "
-            "inference threads; a C++ path (OVMS's LLM calculator) or fewer messages would close it.",
+            "`pipeline.step()` holds Python's GIL, so the Python work of each token (reading and "
+            "decoding it, the LangChain chunk, the packet, the gRPC message and its thread hand-offs) "
+            "runs between steps, and the client's CPU work shares the cores with the inference threads; "
+            "a C++ path (OVMS's LLM calculator) or fewer messages would close it.",
             missing("servable", "genai"),
         ),
         _check(
