@@ -25,15 +25,19 @@ INCOMPLETE = "\ufffd"
 SELF_CHECK_TEXT = "Déjà vu: 日本語, 中文 and emoji 😀🚀 in one line.\n  Indented 42 times!"
 
 
-class TokenStream(Protocol):
-    """The generated ids of one request and the part of them already released as text."""
+class TokenStream:
+    """The generated ids of one request; `pending` while some have not yet been decoded."""
 
-    ids: list[int]
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self._decoded = 0  # end of the ids already turned into text (or held back by the decoder)
 
-    def add(self, ids: Sequence[int]) -> None: ...
+    def add(self, ids: Sequence[int]) -> None:
+        self.ids.extend(ids)
 
     @property
-    def pending(self) -> bool: ...
+    def pending(self) -> bool:
+        return len(self.ids) > self._decoded
 
 
 class Detokenizer(Protocol):
@@ -46,33 +50,25 @@ class Detokenizer(Protocol):
         ...
 
 
-class WindowStream:
+class WindowStream(TokenStream):
     """Ids decoded by windows: the ids since the last released piece together with the ids of that
     piece, so tokenizers that drop or merge a word-initial space on their own still read right. The
     new text is released unless it ends in an incomplete UTF-8 character (a byte-level token that is
-    the first part of one), which waits for the next token."""
+    the first part of one), which waits for the next token (it stays pending)."""
 
     def __init__(self) -> None:
-        self.ids: list[int] = []
+        super().__init__()
         self._prefix = 0  # start of the ids decoded as context for the next piece
-        self._read = 0  # end of the ids already released as text
-
-    def add(self, ids: Sequence[int]) -> None:
-        self.ids.extend(ids)
-
-    @property
-    def pending(self) -> bool:
-        return len(self.ids) > self._read
 
     def windows(self) -> tuple[list[int], list[int]]:
         """The ids to decode: those of the released context, and the context with the new ids."""
-        return self.ids[self._prefix : self._read], self.ids[self._prefix :]
+        return self.ids[self._prefix : self._decoded], self.ids[self._prefix :]
 
     def release(self, context: str, text: str, final: bool) -> str:
         """The new text given the decoded `windows()`."""
         if len(text) <= len(context) or (text.endswith(INCOMPLETE) and not final):
             return ""
-        self._prefix, self._read = self._read, len(self.ids)
+        self._prefix, self._decoded = self._decoded, len(self.ids)
         return text[len(context) :]
 
 
@@ -95,24 +91,16 @@ class OpenVINODetokenizer:
         ]
 
 
-class HubStream:
+class HubStream(TokenStream):
     """Ids decoded by a `tokenizers.decoders.DecodeStream`, which holds back incomplete characters."""
 
     def __init__(self) -> None:
-        self.ids: list[int] = []
+        super().__init__()
         self._stream = DecodeStream(skip_special_tokens=True)
-        self._new = 0  # start of the ids not yet given to the DecodeStream
         self._released = 0  # characters released so far
 
-    def add(self, ids: Sequence[int]) -> None:
-        self.ids.extend(ids)
-
-    @property
-    def pending(self) -> bool:
-        return len(self.ids) > self._new
-
     def take(self, tokenizer: tokenizers.Tokenizer, final: bool) -> str:
-        new, self._new = self.ids[self._new :], len(self.ids)
+        new, self._decoded = self.ids[self._decoded :], len(self.ids)
         text = self._stream.step(tokenizer, new) or ""
         if final:  # what the DecodeStream still holds (a cut character) goes out as the full decode has it
             text += tokenizer.decode(self.ids)[self._released + len(text) :]
