@@ -169,6 +169,22 @@ def run(settings: Settings, command: str) -> report.Outcome:
         models = Reference(settings.llm_dir, settings.max_new_tokens)
         runners["reference"] = ("reference", lambda n, r: models.run(n, 1, prompts_from(r)))
 
+    def layer_by_layer(bench: ServerBench | None) -> None:
+        """The layers and (when the server runs) part 1's servable take turns, one request each."""
+        from bench.layers import LAYERS, Layers
+
+        layers = Layers(settings.llm_dir, settings.max_new_tokens)
+        done: dict[str, list[GenerationResult]] = {key: [] for key in LAYERS}
+        try:
+            for r in range(settings.rounds(1)):
+                for key in LAYERS:
+                    done[key].append(layers.run(key, prompts_from(r), 1))
+                if bench:
+                    done.setdefault("servable", []).append(bench.generation(1, 1, prompts_from(r)))
+        finally:
+            layers.close()
+        outcome.layers = [GenerationResult.combine(results) for results in done.values()]
+
     def levels(systems: dict[str, tuple[str, Runner]]) -> None:
         for streams in settings.streams:
             in_turns(systems, streams, settings.rounds(streams))
@@ -210,6 +226,9 @@ def run(settings: Settings, command: str) -> report.Outcome:
         levels(runners)
         runners.clear()
         gc.collect()
+        if 1 in settings.streams:
+            servable = bench if settings.runs("servable") else None
+            _attempt(outcome, {"layers"}, "8. one stream, layer by layer", layer_by_layer, servable)
         if bench:
             _attempt(outcome, {"memory"}, "7. memory", add_values, bench.memory)
             _attempt(outcome, {"reindex"}, "5b. re-index", add_values, bench.reindex)

@@ -40,6 +40,14 @@ GENERATION_COLUMNS = (
 )  # fmt: skip
 GENERATION_KEYS = ("ttft_p50", "ttft_p95", "itl_p50", "itl_p95", "decode_tps", "stream_tps", "aggregate_tps")
 TARGET_COLUMNS = ("Target", "Measured", "Goal", "Result")
+LAYER_COLUMNS = ("Layer", "Decode tok/s", "ITL p50 ms", "Of the pipeline", "Of the layer above")
+# Part 8's rows: (system key, label), each layer on top of the one before.
+LAYER_ROWS = (
+    ("pipeline", "ContinuousBatchingPipeline stepped directly"),
+    ("engine", "+ the servable's Engine (stepping thread, detokenizer, reader thread)"),
+    ("chat model", "+ its LangChain chat model stream"),
+    ("servable", "+ Python node, local server, gRPC and tritonclient (part 1)"),
+)
 OTHER_COLUMNS = ("Measurement", "Value")
 
 
@@ -50,6 +58,7 @@ class Outcome:
     settings: Settings
     command: str
     generation: list[GenerationResult] = field(default_factory=list)
+    layers: list[GenerationResult] = field(default_factory=list)  # part 8, one stream
     values: dict[str, float] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)  # part -> "skipped" or "error: ..."
     context: dict[str, str] = field(default_factory=dict)  # when, machine, models, load average
@@ -115,6 +124,18 @@ def _check(
     return Target(name, shown(measured), goal_text, "PASS" if ok else "MISS", "" if ok else why())
 
 
+def _layer_shares(o: Outcome) -> str:
+    """Part 8 in a sentence, when it ran."""
+    rates = {r.system: r.summary()["decode_tps"] for r in o.layers}
+    if not {"pipeline", "engine", "chat model", "servable"} <= rates.keys():
+        return ""
+    return (
+        f"In part 8 the engine keeps {rates['engine'] / rates['pipeline']:.0%} of the pipeline's own rate "
+        f"and the chat model {rates['chat model'] / rates['engine']:.0%} of the engine's; the node, local "
+        f"server, gRPC and client keep {rates['servable'] / rates['chat model']:.0%} of the chat model's. "
+    )
+
+
 def targets(o: Outcome) -> list[Target]:
     """Each target of issue 8, measured as ratios against (2) and (3) on this machine."""
     v, top = o.values, max(o.settings.streams)
@@ -137,11 +158,12 @@ def targets(o: Outcome) -> list[Target]:
     return [
         _check(
             "1 stream: decode tok/s, servable / GenAI", ratio(one, g1, "decode_tps"), 0.95, True, times,
-            lambda: f"servable {one['decode_tps']:.0f} tok/s against GenAI {g1['decode_tps']:.0f}: "
-            "`pipeline.step()` holds Python's GIL, so the Python work of each token (reading and "
-            "decoding it, the LangChain chunk, the packet, the gRPC message and its thread hand-offs) "
-            "runs between steps, and the client's CPU work shares the cores with the inference threads; "
-            "a C++ path (OVMS's LLM calculator) or fewer messages would close it.",
+            lambda: f"servable {one['decode_tps']:.0f} tok/s against GenAI {g1['decode_tps']:.0f}. "
+            f"{_layer_shares(o)}`pipeline.step()` holds Python's GIL for the whole step, so the server's "
+            "Python work for each token (the node's packet, the gRPC message, grpcio's completion thread) "
+            "cannot overlap the inference: it runs between steps and lengthens every one, and the "
+            "client's work shares the 2 cores with the inference threads. A `step()` that released the "
+            "GIL, or a C++ serving path (OVMS's LLM calculator), would close it.",
             missing("servable", "genai"),
         ),
         _check(
@@ -276,9 +298,25 @@ def other_table(o: Outcome) -> Table:
     return Table("Retrieval, indexing, reload, memory", OTHER_COLUMNS, cells)
 
 
+def layer_table(o: Outcome) -> Table:
+    """Part 8: one stream's decode rate as each layer of the servable is added, in turns in one run."""
+    rates = {r.system: r.summary() for r in o.layers}
+    base = rates.get("pipeline", {}).get("decode_tps", float("nan"))
+    rows, above = [], float("nan")
+    for key, label in LAYER_ROWS:
+        if key not in rates:
+            rows.append([label, *[o.state("layers")] * (len(LAYER_COLUMNS) - 1)])
+            continue
+        rate = rates[key]["decode_tps"]
+        shares = [f"{rate / base:.1%}", f"{rate / above:.1%}" if not math.isnan(above) else "-"]
+        rows.append([label, _num(rate), _num(rates[key]["itl_p50"], 2), *shares])
+        above = rate
+    return Table("One stream, layer by layer (part 8, no target)", LAYER_COLUMNS, rows)
+
+
 def tables(outcome: Outcome) -> tuple[list[Table], list[Target]]:
     found = targets(outcome)
-    return [generation_table(outcome), target_table(found), other_table(outcome)], found
+    return [generation_table(outcome), target_table(found), other_table(outcome), layer_table(outcome)], found
 
 
 def print_tables(all_tables: list[Table], console: Console) -> None:

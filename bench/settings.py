@@ -20,6 +20,7 @@ PARTS = {
     "reindex": "5b. incremental re-index of one document of twenty against a full rebuild",
     "reload": "6. live reload of docs.txt",
     "memory": "7. peak RSS of the server",
+    "layers": "8. one stream's decode rate layer by layer (pipeline, engine, chat model, server)",
 }
 # Parts that need the local server and the servable.
 SERVER_PARTS = frozenset({"servable", "reindex", "reload", "memory"})

@@ -71,6 +71,12 @@ def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
     assert [row[0][:3] for row in other[1:]] == ["4. ", "5a.", "5a.", "5b.", "5b.", "6. ", "7. ", "7. "]
     for row in other[1:]:
         assert re.search(r"\d", row[1]) and "error" not in row[1], row
+    layers = tables["One stream, layer by layer (part 8, no target)"]
+    assert layers[0] == ["Layer", "Decode tok/s", "ITL p50 ms", "Of the pipeline", "Of the layer above"]
+    assert [row[0][:2] for row in layers[1:]] == ["Co", "+ ", "+ ", "+ "]
+    assert layers[1][3:] == ["100.0%", "-"]
+    for row in layers[1:]:
+        assert NUMBER.match(row[1]) and NUMBER.match(row[2]) and row[3].endswith("%"), row
     # Every target that was missed is explained in the notes.
     for row in found[1:]:
         if row[3] == "MISS":
