@@ -24,13 +24,14 @@ if str(SERVABLE_DIR) not in sys.path:  # the servable's package imports as `ragb
     sys.path.append(str(SERVABLE_DIR))
 
 from ragbot.chat_model import OpenVINOChatModel  # noqa: E402
-from ragbot.engine import Engine  # noqa: E402
+from ragbot.engine import CLEANUP_STEPS, Engine  # noqa: E402
 
 # Bottom layer first (the report's LAYER_ROWS label them).
 LAYERS = ("pipeline", "engine", "chat model")
 KV_CACHE_GB = 1
 MAX_NUM_SEQS = 64
 IDLE_POLL_S = 0.01
+IDLE_TIMEOUT_S = 60
 
 
 class Layers:
@@ -61,7 +62,10 @@ class Layers:
     def _wait_idle(self) -> None:
         """Until the engine's thread has run its clean-up steps and sleeps (it wakes only for its own
         requests), so that this thread alone steps the pipeline."""
+        deadline = time.monotonic() + IDLE_TIMEOUT_S
         while self.engine.active_count() or self.engine.pipeline.has_non_finished_requests():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the engine still had requests after {IDLE_TIMEOUT_S} s")
             time.sleep(IDLE_POLL_S)
         time.sleep(10 * IDLE_POLL_S)
 
@@ -81,6 +85,8 @@ class Layers:
                         timing.arrivals.append(stamp)
                         timing.tokens += len(output.generated_ids)
         timing.end = now()
+        for _ in range(CLEANUP_STEPS):  # the pipeline lets go of a finished request in these
+            pipeline.step()
         return timing
 
     def _engine(self, question: str) -> RequestTiming:
