@@ -40,7 +40,11 @@ class RagService:
         self.settings = settings
         started = time.perf_counter()
         self.engine = Engine(
-            settings.llm_model_dir, settings.device, settings.kv_cache_gb, settings.max_num_seqs
+            settings.llm_model_dir,
+            settings.device,
+            settings.kv_cache_gb,
+            settings.max_num_seqs,
+            settings.max_num_batched_tokens,
         )
         embeddings = CountedOpenVINOEmbeddings(
             settings.embedding_model_dir,
