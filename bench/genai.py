@@ -34,6 +34,15 @@ def chat_prompt(tokenizer: ov_genai.Tokenizer, question: str, context: str = "")
     return tokenizer.apply_chat_template(turns, add_generation_prompt=True)
 
 
+def record_outputs(handle: ov_genai.GenerationHandle, timing: RequestTiming, stamp: float) -> None:
+    """Note the tokens a step gave `handle` as arriving at `stamp`."""
+    while handle.can_read():
+        for output in handle.read().values():
+            if output.generated_ids:
+                timing.arrivals.append(stamp)
+                timing.tokens += len(output.generated_ids)
+
+
 class _TokenClock(ov_genai.StreamerBase):
     """Streamer that records when each generated token comes out of the pipeline."""
 
@@ -152,11 +161,7 @@ class GenAI:
             pipeline.step()
             stamp = now()
             for stream, (handle, timing) in list(active.items()):
-                while handle.can_read():
-                    for output in handle.read().values():
-                        if output.generated_ids:
-                            timing.arrivals.append(stamp)
-                            timing.tokens += len(output.generated_ids)
+                record_outputs(handle, timing, stamp)
                 if handle.get_status() != ov_genai.GenerationStatus.RUNNING:
                     timing.end = stamp
                     done.append(timing)

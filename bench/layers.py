@@ -16,7 +16,7 @@ from pathlib import Path
 import openvino_genai as ov_genai
 from langchain_core.messages import HumanMessage
 
-from bench.genai import chat_prompt
+from bench.genai import chat_prompt, record_outputs
 from bench.settings import SERVABLE_DIR
 from bench.timing import GenerationResult, RequestTiming, now
 
@@ -25,11 +25,10 @@ if str(SERVABLE_DIR) not in sys.path:  # the servable's package imports as `ragb
 
 from ragbot.chat_model import OpenVINOChatModel  # noqa: E402
 from ragbot.engine import CLEANUP_STEPS, Engine  # noqa: E402
+from ragbot.settings import Settings  # noqa: E402
 
 # Bottom layer first (the report's LAYER_ROWS label them).
 LAYERS = ("pipeline", "engine", "chat model")
-KV_CACHE_GB = 1
-MAX_NUM_SEQS = 64
 IDLE_POLL_S = 0.01
 IDLE_TIMEOUT_S = 60
 
@@ -38,7 +37,10 @@ class Layers:
     """The servable's engine and chat model over one LLM folder, and its pipeline stepped directly."""
 
     def __init__(self, model: Path, max_new_tokens: int) -> None:
-        self.engine = Engine(model, "CPU", KV_CACHE_GB, MAX_NUM_SEQS)
+        defaults = Settings.from_env(SERVABLE_DIR, env={})  # the servable's scheduler, as it runs by default
+        self.engine = Engine(
+            model, "CPU", defaults.kv_cache_gb, defaults.max_num_seqs, defaults.max_num_batched_tokens
+        )
         self.chat_model = OpenVINOChatModel(engine=self.engine)
         self.max_new_tokens = max_new_tokens
         self._next_id = 1_000_000  # far from the engine's own request ids
@@ -78,12 +80,7 @@ class Layers:
         handle = pipeline.add_request(self._next_id, ids, self._config())
         while handle.get_status() == ov_genai.GenerationStatus.RUNNING:
             pipeline.step()
-            stamp = now()
-            while handle.can_read():
-                for output in handle.read().values():
-                    if output.generated_ids:
-                        timing.arrivals.append(stamp)
-                        timing.tokens += len(output.generated_ids)
+            record_outputs(handle, timing, now())
         timing.end = now()
         for _ in range(CLEANUP_STEPS):  # the pipeline lets go of a finished request in these
             pipeline.step()

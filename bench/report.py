@@ -127,7 +127,7 @@ def _check(
 def _layer_shares(o: Outcome) -> str:
     """Part 8 in a sentence, when it ran."""
     rates = {r.system: r.summary()["decode_tps"] for r in o.layers}
-    if not {"pipeline", "engine", "chat model", "servable"} <= rates.keys():
+    if not {key for key, _ in LAYER_ROWS} <= rates.keys():
         return ""
     return (
         f"In part 8 the engine keeps {rates['engine'] / rates['pipeline']:.0%} of the pipeline's own rate "
