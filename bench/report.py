@@ -160,10 +160,10 @@ def targets(o: Outcome) -> list[Target]:
             "1 stream: decode tok/s, servable / GenAI", ratio(one, g1, "decode_tps"), 0.95, True, times,
             lambda: f"servable {one['decode_tps']:.0f} tok/s against GenAI {g1['decode_tps']:.0f}. "
             f"{_layer_shares(o)}`pipeline.step()` holds Python's GIL for the whole step, so the server's "
-            "Python work for each token (the node's packet, the gRPC message, grpcio's completion thread) "
-            "cannot overlap the inference: it runs between steps and lengthens every one, and the "
-            "client's work shares the 2 cores with the inference threads. A `step()` that released the "
-            "GIL, or a C++ serving path (OVMS's LLM calculator), would close it.",
+            "Python work for each token (the node's packet, grpcio's send, which waits for each message "
+            "to go out, and its completion thread) cannot overlap the inference: each of its wake-ups "
+            "waits for the step to end, and together they lengthen every step. A `step()` that released "
+            "the GIL, or a front end with less Python per token (OVMS's C++ gRPC server), would close it.",
             missing("servable", "genai"),
         ),
         _check(
