@@ -56,13 +56,15 @@ def _graph_entry(root: Path, index: int, entry: Any, problems: list[str]) -> Gra
         if key in entry and not isinstance(entry[key], str):
             problems.append(f"{where} ({name!r}): '{key}' must be a string")
             return None
-    base_path = _resolve(root, entry.get("base_path", name))
-    graph_path = _resolve(root, entry["graph_path"]) if "graph_path" in entry else base_path / "graph.pbtxt"
+    # As OVMS: an empty or missing base_path is the graph's name, and a relative graph_path is
+    # relative to the base path.
+    base_path = _resolve(root, entry.get("base_path") or name)
+    graph_path = _resolve(base_path, entry.get("graph_path") or "graph.pbtxt")
     return GraphEntry(name=name, graph_path=graph_path.resolve())
 
 
 def load_config(path: Path) -> ServerConfig:
-    """Read ``config.json``; relative paths are relative to its directory."""
+    """Read ``config.json``; a relative base_path is relative to its directory."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -19,9 +19,13 @@ import grpc
 
 from local_ovms.errors import ALREADY_PROCESSING, ServeError, invalid
 from local_ovms.graph import Graph
-from local_ovms.handler import Handler, describe
+from local_ovms.handler import HANDLER_FAILURES, Handler, describe
 
 log = logging.getLogger(__name__)
+
+# MediaPipe's range of packet timestamps (Timestamp::Min() and Timestamp::Max()).
+TIMESTAMP_MIN = -(2**63) + 3
+TIMESTAMP_MAX = 2**63 - 4
 
 Packet = tuple[str, Any, int]
 """A graph output packet: (output name, tensor, timestamp)."""
@@ -87,7 +91,7 @@ class GraphInstance:
 
     def __init__(self, graph: LoadedGraph) -> None:
         self.graph = graph
-        self.last_timestamp = -1
+        self.last_timestamp: int | None = None
         self._generators: dict[int, Iterator[Any]] = {}
 
     @property
@@ -98,8 +102,10 @@ class GraphInstance:
     def timestamp_for(self, requested: int | None) -> int:
         """The timestamp of the next request: the client's ``OVMS_MP_TIMESTAMP`` or the next free one."""
         if requested is None:
-            return self.last_timestamp + 1
-        if requested <= self.last_timestamp:
+            return 0 if self.last_timestamp is None else self._next_timestamp()
+        if not TIMESTAMP_MIN <= requested <= TIMESTAMP_MAX:
+            raise invalid(f"OVMS_MP_TIMESTAMP {requested} is outside [{TIMESTAMP_MIN}, {TIMESTAMP_MAX}]")
+        if self.last_timestamp is not None and requested <= self.last_timestamp:
             raise invalid(
                 f"OVMS_MP_TIMESTAMP must increase on a stream: got {requested} after {self.last_timestamp}"
             )
@@ -114,8 +120,17 @@ class GraphInstance:
 
     def step(self) -> list[Packet]:
         """Advance every running generator once, at the next timestamp."""
-        self.last_timestamp += 1
+        try:
+            self.last_timestamp = self._next_timestamp()
+        except ServeError as exc:
+            self.close()
+            raise ExecutionError(exc.message) from None
         return self._run({}, self.last_timestamp, frozenset(self._generators))
+
+    def _next_timestamp(self) -> int:
+        if self.last_timestamp >= TIMESTAMP_MAX:
+            raise invalid(f"the stream's timestamps reached their maximum ({TIMESTAMP_MAX})")
+        return self.last_timestamp + 1
 
     def close(self) -> None:
         """Close running generators (``GeneratorExit`` at their ``yield``); the instance can be reused."""
@@ -125,7 +140,7 @@ class GraphInstance:
                 close = getattr(gen, "close", None)
                 if close is not None:
                     close()
-            except Exception as exc:
+            except HANDLER_FAILURES as exc:
                 log.warning("graph %r: closing a generator raised %s", self.graph.name, describe(exc))
 
     def _run(self, pending: dict[str, Any], timestamp: int, stepping: frozenset[int]) -> list[Packet]:
@@ -153,7 +168,7 @@ class GraphInstance:
     ) -> None:
         try:
             result = node.execute(inputs)
-        except Exception as exc:
+        except HANDLER_FAILURES as exc:
             raise self._failed(node, "execute", exc) from exc
         if isinstance(result, list):
             self._route(node, result, ts, pending, out)
@@ -178,7 +193,7 @@ class GraphInstance:
         except StopIteration:
             del self._generators[node.index]
             return
-        except Exception as exc:
+        except HANDLER_FAILURES as exc:
             del self._generators[node.index]
             raise self._failed(node, "the generator", exc) from exc
         if not isinstance(result, list):

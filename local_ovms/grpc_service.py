@@ -24,6 +24,7 @@ from tritonclient.grpc import service_pb2_grpc
 from local_ovms import kserve, metrics
 from local_ovms.errors import ALREADY_PROCESSING, ServeError
 from local_ovms.executor import ExecutionError, GraphInstance, LoadedGraph
+from local_ovms.handler import describe
 from local_ovms.lifecycle import SHUTTING_DOWN, Activity
 from local_ovms.registry import Registry, State
 from local_ovms.unary import run_unary, unary_graph
@@ -171,6 +172,14 @@ class StreamSession:
             with self._lock:
                 self._instance = None
             yield self._error(str(exc), request.id)
+        except Exception as exc:  # a bug here must not end the stream: the client gets an error response
+            log.exception("stream request to %r failed", request.model_name)
+            status = grpc.StatusCode.INTERNAL.name
+            with self._lock:
+                if self._instance is not None:
+                    self._instance.close()
+                self._instance = None
+            yield self._error(f"internal error: {describe(exc)}", request.id)
         except GeneratorExit:  # the call ended (cancel, disconnect) while a response was on its way
             status = "CANCELLED"
             raise
@@ -252,6 +261,10 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         except ServeError as exc:
             status = exc.status_label
             context.abort(exc.code, exc.message)
+        except Exception as exc:
+            log.exception("infer of %r failed", request.model_name)
+            status = grpc.StatusCode.INTERNAL.name
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {describe(exc)}")
         finally:
             label = model_label(self._registry, request.model_name)
             metrics.observe_request(label, "grpc", status, time.perf_counter() - started)

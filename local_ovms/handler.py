@@ -39,6 +39,11 @@ def resolve_pyovms() -> types.ModuleType:
     return module
 
 
+# What a handler may raise: any exception, and SystemExit too (say, argparse seeing the server's own
+# command line), which ends the call that raised it, not the server.
+HANDLER_FAILURES = (Exception, SystemExit)
+
+
 def describe(exc: BaseException) -> str:
     """``Type: message`` of an exception, for messages shown to operators and clients."""
     text = str(exc)
@@ -59,7 +64,7 @@ class Handler:
             return
         try:
             finalize()
-        except Exception as exc:
+        except HANDLER_FAILURES as exc:
             log.error("node %r: finalize raised %s", self.node.name, describe(exc))
             log.debug("finalize traceback:\n%s", traceback.format_exc())
 
@@ -78,7 +83,7 @@ def _import(path: Path) -> types.ModuleType:
         )
     try:
         module = importlib.import_module(name)
-    except Exception as exc:
+    except HANDLER_FAILURES as exc:
         log.debug("import traceback:\n%s", traceback.format_exc())
         raise HandlerError(f"importing {path} failed: {describe(exc)}") from exc
     module_file = getattr(module, "__file__", None)
@@ -110,7 +115,7 @@ def load_handler(node: Node) -> Handler:
                     "base_path": str(node.handler_path.parent),
                 }
             )
-    except Exception as exc:
+    except HANDLER_FAILURES as exc:
         log.debug("initialize traceback:\n%s", traceback.format_exc())
         raise HandlerError(f"node {node.name!r}: initialize raised {describe(exc)}") from exc
     return Handler(node=node, model=model)

@@ -92,7 +92,10 @@ def _contents_bytes(spec: pb.ModelInferRequest.InferInputTensor) -> bytes:
     values = getattr(spec.contents, field) if field else ()
     if not values:
         raise invalid(f"input {spec.name!r} has no data (raw_input_contents or contents)")
-    return np.asarray(values, dtype=DATATYPE_TO_DTYPE[spec.datatype]).tobytes()
+    try:
+        return np.asarray(values, dtype=DATATYPE_TO_DTYPE[spec.datatype]).tobytes()
+    except (OverflowError, ValueError) as exc:
+        raise invalid(f"input {spec.name!r}: contents do not fit {spec.datatype}: {exc}") from None
 
 
 def request_inputs(graph: LoadedGraph, request: pb.ModelInferRequest) -> dict[str, Any]:

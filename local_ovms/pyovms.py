@@ -27,10 +27,9 @@ FORMAT_TO_DATATYPE = {
     "f": "FP32",
     "d": "FP64",
 }
-DATATYPE_TO_DTYPE = {
-    datatype: np.dtype({"q": "int64", "Q": "uint64"}.get(fmt, fmt))
-    for fmt, datatype in FORMAT_TO_DATATYPE.items()
-}
+# Dtypes made from the format letters export those letters: np.dtype("q") equals int64 but its
+# buffers say "q", where int64's say "l" on Linux, which is no KServe datatype.
+DATATYPE_TO_DTYPE = {datatype: np.dtype(fmt) for fmt, datatype in FORMAT_TO_DATATYPE.items()}
 _NATIVE_ORDER = "@=<" if np.little_endian else "@=>"
 
 

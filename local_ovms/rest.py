@@ -25,6 +25,7 @@ from local_ovms import kserve, metrics
 from local_ovms.errors import ServeError, invalid
 from local_ovms.executor import LoadedGraph, Packet
 from local_ovms.grpc_service import SERVER_NAME, SERVER_VERSION, model_label
+from local_ovms.handler import describe
 from local_ovms.lifecycle import Activity
 from local_ovms.pyovms import DATATYPE_TO_DTYPE
 from local_ovms.registry import Registry, State
@@ -71,6 +72,28 @@ def _json_data_bytes(name: str, datatype: str, data: Any) -> bytes:
         raise invalid(f"input {name!r}: data does not fit {datatype}: {exc}") from None
 
 
+def _parameters(doc: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """The object's 'parameters' (an empty dict when absent)."""
+    parameters = doc.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise invalid(f"{where}'parameters' must be an object")
+    return parameters
+
+
+def _requested_outputs(doc: dict[str, Any]) -> list[str]:
+    """The names in 'outputs' (empty when absent: then every output is sent)."""
+    outputs = doc.get("outputs")
+    if outputs is None:
+        return []
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        raise invalid("'outputs' must be a list of objects with a 'name'")
+    return [o["name"] for o in outputs]
+
+
 def _json_inputs(graph: LoadedGraph, doc: dict[str, Any], binary: bytes) -> dict[str, Any]:
     specs = doc.get("inputs")
     if not isinstance(specs, list) or not all(
@@ -87,7 +110,7 @@ def _json_inputs(graph: LoadedGraph, doc: dict[str, Any], binary: bytes) -> dict
             isinstance(d, int) and not isinstance(d, bool) for d in shape
         ):
             raise invalid(f"input {name!r}: 'shape' must be a list of integers")
-        size = (spec.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(spec, f"input {name!r}: ").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise invalid(f"input {name!r}: binary_data_size {size!r} does not fit the binary data")
@@ -119,7 +142,7 @@ def _parse_body(request: Request, body: bytes) -> tuple[dict[str, Any], bytes]:
     header_length = request.headers.get(BINARY_HEADER)
     split = len(body)
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise invalid(f"bad {BINARY_HEADER} header {header_length!r}")
         split = int(header_length)
     try:
@@ -193,12 +216,11 @@ def create_app(registry: Registry, activity: Activity, max_body_bytes: int) -> S
             graph = unary_graph(registry, name, version)
             doc, binary = _parse_body(request, body)
             inputs = _json_inputs(graph, doc, binary)
-            timestamp = (doc.get("parameters") or {}).get(kserve.TIMESTAMP_PARAM)
+            timestamp = _parameters(doc).get(kserve.TIMESTAMP_PARAM)
             if timestamp is not None and (not isinstance(timestamp, int) or isinstance(timestamp, bool)):
                 raise invalid(f"parameter {kserve.TIMESTAMP_PARAM} must be an integer")
             packets: list[Packet] = await run_in_threadpool(run_unary, graph, activity, inputs, timestamp)
-            wanted = [o.get("name") for o in doc.get("outputs") or [] if isinstance(o, dict)]
-            packets = kserve.selected_outputs(packets, wanted, graph)
+            packets = kserve.selected_outputs(packets, _requested_outputs(doc), graph)
             response: dict[str, Any] = {"model_name": graph.name, "model_version": kserve.MODEL_VERSION}
             if isinstance(doc.get("id"), str):
                 response["id"] = doc["id"]
@@ -207,6 +229,11 @@ def create_app(registry: Registry, activity: Activity, max_body_bytes: int) -> S
         except ServeError as exc:
             status = exc.status_label
             return _error(exc)
+        except Exception as exc:
+            log.exception("REST infer of %r failed", name)
+            error = ServeError(grpc.StatusCode.INTERNAL, f"internal error: {describe(exc)}")
+            status = error.status_label
+            return _error(error)
         finally:
             metrics.observe_request(
                 model_label(registry, name), "rest", status, time.perf_counter() - started

@@ -94,6 +94,7 @@ STANDARD_GRAPHS: dict[str, str] = {
     "no_class": single_node("no_class_model.py", ["input"], ["output"]),
     "no_execute": single_node("no_execute_model.py", ["input"], ["output"]),
     "init_raises": single_node("init_raises_model.py", ["input"], ["output"]),
+    "import_exits": single_node("import_exits_model.py", ["input"], ["output"]),
     "execute_raises": single_node("execute_raises_model.py", ["input"], ["output"]),
     "wrong_return": single_node("wrong_return_model.py", ["input"], ["output"]),
     "unknown_output": single_node("unknown_output_model.py", ["input"], ["output"]),

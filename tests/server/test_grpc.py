@@ -125,6 +125,14 @@ def test_model_whose_initialize_raised_is_unavailable_with_the_reason(client):
     assert "initialize raised RuntimeError: model files missing: cannot start" in error.message()
 
 
+def test_model_whose_import_exited_is_unavailable_and_the_server_goes_on(client):
+    assert not client.is_model_ready("import_exits")
+    error = infer_error(client, "import_exits", [bytes_input("input", b"x")])
+    assert error.status() == "StatusCode.UNAVAILABLE"
+    assert "import_exits_model.py failed: SystemExit: 2" in error.message()
+    assert client.is_model_ready("increment")
+
+
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
@@ -158,10 +166,31 @@ def test_typed_contents_are_accepted(stub):
     assert np.frombuffer(response.raw_output_contents[0], dtype=np.int64).tolist() == [42, -1]
 
 
+def test_typed_contents_that_do_not_fit_their_datatype_are_refused(stub):
+    request = pb.ModelInferRequest(model_name="increment")
+    request.inputs.add(name="input", datatype="INT8", shape=[1]).contents.int_contents.append(300)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'input': contents do not fit INT8" in info.value.details()
+
+
+def test_bad_contents_on_a_stream_get_an_error_and_the_stream_goes_on(stub):
+    bad = pb.ModelInferRequest(model_name="count", id="bad")
+    bad.inputs.add(name="count", datatype="INT8", shape=[2]).contents.int_contents.extend([300, 0])
+    good = pb.ModelInferRequest(model_name="count", id="good")
+    good.inputs.add(name="count", datatype="INT32", shape=[2]).contents.int_contents.extend([1, 0])
+    responses = list(stub.ModelStreamInfer(iter([bad, good]), timeout=10))
+    assert "contents do not fit INT8" in responses[0].error_message
+    assert responses[0].infer_response.id == "bad"
+    assert [r.infer_response.outputs[0].name for r in responses[1:]] == ["number", "done"]
+
+
 @pytest.mark.parametrize(
     ("model", "value", "message"),
     [
         ("execute_raises", b"bad", "input: 'bad' is not accepted"),
+        ("execute_raises", b"exit", "execute called sys.exit"),
         ("wrong_return", b"dict", "execute must return or yield a list of pyovms.Tensor, got dict"),
         ("wrong_return", b"str", "a list holding str"),
         ("wrong_return", b"none", "got NoneType"),
@@ -221,6 +250,24 @@ def test_client_timestamps_must_increase(server):
         assert "OVMS_MP_TIMESTAMP must increase on a stream: got 50 after 103" in stream.next().error
         stream.send("count", [count_input(1, 0)])
         assert [e.timestamp for e in stream.until("done")] == [104, 105]
+    finally:
+        stream.close()
+
+
+def test_timestamps_follow_mediapipes_range(server):
+    stream = Stream(server.grpc_url)
+    try:
+        stream.send("count", [count_input(1, 0)], parameters={"OVMS_MP_TIMESTAMP": -5})
+        assert [e.timestamp for e in stream.until("done")] == [-5, -4]
+        stream.send("count", [count_input(1, 0)], parameters={"OVMS_MP_TIMESTAMP": 2**63 - 1})
+        assert f"OVMS_MP_TIMESTAMP {2**63 - 1} is outside" in stream.next().error
+        # Timestamp::Max() is 2**63 - 4: the third step would pass it.
+        stream.send("count", [count_input(3, 0)], parameters={"OVMS_MP_TIMESTAMP": 2**63 - 5})
+        events = stream.until("done")
+        assert [e.timestamp for e in events[:2]] == [2**63 - 5, 2**63 - 4]
+        assert "timestamps reached their maximum" in events[2].error
+        stream.send("count", [count_input(1, 0)])
+        assert [e.timestamp for e in stream.until("done")] == [0, 1]
     finally:
         stream.close()
 

@@ -86,6 +86,15 @@ def test_request_numbers_get_their_format_and_shape():
     np.testing.assert_array_equal(np.array(tensor), [[1.5, 2.5]])
 
 
+@pytest.mark.parametrize(
+    ("datatype", "dtype", "code"), [("INT64", np.int64, "q"), ("UINT64", np.uint64, "Q")]
+)
+def test_request_64_bit_integers_keep_their_datatype_when_echoed(datatype, dtype, code):
+    tensor = kserve.make_tensor(Tensor, "x", datatype, [2], np.array([1, 2], dtype=dtype).tobytes())
+    assert tensor.data.format == code
+    assert Tensor("echo", tensor.data).datatype == datatype
+
+
 def test_request_bytes_that_do_not_add_up_are_refused():
     with pytest.raises(Exception, match="needs 12 bytes, got 8"):
         kserve.make_tensor(Tensor, "x", "INT32", [3], b"\0" * 8)

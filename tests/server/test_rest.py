@@ -114,6 +114,19 @@ def body(name: str, datatype: str, shape: list[int], data: list) -> dict:
         ("increment", body("input", "INT32", [1], ["x"]), 400, "must be numbers"),
         ("increment", body("x", "INT32", [1], [1]), 400, "unexpected input 'x'"),
         ("increment", {"inputs": "no"}, 400, "'inputs' must be a list"),
+        ("increment", body("input", "INT32", [1], [1]) | {"outputs": 5}, 400, "'outputs' must be a list"),
+        ("increment", body("input", "INT32", [1], [1]) | {"outputs": ["output"]}, 400, "list of objects"),
+        ("increment", body("input", "INT32", [1], [1]) | {"parameters": [1]}, 400, "'parameters' must be an"),
+        (
+            "increment",
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1], "datatype": "INT32", "data": [1], "parameters": [1]}
+                ]
+            },
+            400,
+            "input 'input': 'parameters' must be an object",
+        ),
         ("execute_raises", body("input", "UINT8", [3], [98, 97, 100]), 400, "'bad' is not accepted"),
         ("unknown_output", body("input", "UINT8", [1], [1]), 400, "no_such_output"),
         ("count", {"inputs": []}, 400, "ModelStreamInfer"),
@@ -129,6 +142,14 @@ def test_malformed_json_and_oversized_body(url):
     response = requests.post(f"{url}/v2/models/increment/infer", data=b"{not json", timeout=10)
     assert response.status_code == 400
     assert "not valid JSON" in response.json()["error"]
+    response = requests.post(
+        f"{url}/v2/models/increment/infer",
+        data=b"{}",
+        headers={"Inference-Header-Content-Length": "\N{SUPERSCRIPT TWO}".encode("latin-1")},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert "bad inference-header-content-length header" in response.json()["error"]
     response = requests.post(
         f"{url}/v2/models/increment/infer", data=b" " * (MAX_MESSAGE_MB * 1024 * 1024 + 1), timeout=10
     )
