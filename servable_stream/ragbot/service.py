@@ -70,10 +70,8 @@ class RagService:
         chat_model = OpenVINOChatModel(engine=self.engine, max_new_tokens=settings.max_new_tokens)
         self.chain = RagChain(chat_model, self.index.search, settings.top_k, context_tokens)
         # A stored index serves at once and is checked against docs.txt in the background; without
-        # one, the first index is built before the node reports ready.
-        stored = self.index.load_stored()
-        if not stored:
-            self.index.refresh("start")
+        # one, the first index is built before the node reports ready. The watcher is made first: it
+        # keeps docs.txt's content from before the build, so an edit during the build is rebuilt.
         self.watcher = DocsWatcher(
             settings.docs_file,
             self.index.refresh,
@@ -81,6 +79,9 @@ class RagService:
             settings.watch_poll_s,
             settings.watch_events,
         )
+        stored = self.index.load_stored()
+        if not stored:
+            self.index.refresh("start")
         self.watcher.start(initial_reason="start: compare the stored index with docs.txt" if stored else None)
         self._stopping = False
         log.info(

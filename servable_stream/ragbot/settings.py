@@ -87,6 +87,10 @@ class Settings:
         def path(name: str, default: str) -> Path:
             return (base / text(name, default)).resolve()
 
+        def unresolved_path(name: str, default: str) -> Path:
+            """Absolute, symbolic links kept: they are followed at each read (a swapped link counts)."""
+            return Path(os.path.abspath(base / text(name, default)))
+
         selected = text("SELECTED_MODEL", registry["defaults"]["llm"])
         embedding = text("EMBEDDING_MODEL", registry["defaults"]["embedding"])
         precision = registry["defaults"].get("precision", "INT4")
@@ -125,7 +129,7 @@ class Settings:
             kv_cache_gb=number("KV_CACHE_SIZE_GB", 1, 1, 1024, int),
             max_num_seqs=number("MAX_NUM_SEQS", 64, 1, 4096, int),
             max_num_batched_tokens=number("MAX_NUM_BATCHED_TOKENS", 2048, 64, 1_000_000, int),
-            docs_file=path("DOCS_FILE", "docs.txt"),
+            docs_file=unresolved_path("DOCS_FILE", "docs.txt"),
             index_dir=path("RAG_INDEX_DIR", ".rag_index"),
             watch_debounce_s=number("DOCS_WATCH_DEBOUNCE_S", 0.5, 0.0, 600.0, float),
             watch_poll_s=number("DOCS_POLL_INTERVAL_S", 2.0, 0.0, 3600.0, float),

@@ -9,10 +9,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 log = logging.getLogger(__name__)
+
+# Events that can change what docs.txt reads; opened and closed_no_write come from mere reads (the
+# watcher's own and the rebuild's), so reacting to them would re-read docs.txt forever.
+CHANGES = {EVENT_TYPE_CLOSED, EVENT_TYPE_CREATED, EVENT_TYPE_DELETED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED}
 
 
 def _fingerprint(path: Path) -> str | None:
@@ -23,13 +35,19 @@ def _fingerprint(path: Path) -> str | None:
 
 
 class _Events(FileSystemEventHandler):
+    """Changes in docs.txt's folder that can change what it reads: docs.txt itself, or, while it is a
+    symbolic link, any entry of the folder (the link may go through a sibling, as a Kubernetes
+    ConfigMap's docs.txt -> ..data/docs.txt does)."""
+
     def __init__(self, target: Path, on_change: Callable[[str], None]) -> None:
         self._target = target
         self._on_change = on_change
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        paths = {event.src_path, getattr(event, "dest_path", "")}
-        if str(self._target) in {str(p) for p in paths}:
+        if event.event_type not in CHANGES:
+            return
+        paths = {str(event.src_path), str(getattr(event, "dest_path", ""))}
+        if str(self._target) in paths or self._target.is_symlink():
             self._on_change(f"{event.event_type} event")
 
 
@@ -38,8 +56,10 @@ class DocsWatcher:
 
     Changes are noticed by file-system events (watchdog) and, for bind mounts where events do not
     arrive, by comparing the file's content every `poll_s` seconds (0 turns polling off; events
-    can be turned off too). Events within `debounce_s` of each other make one rebuild, and a rebuild
-    runs only when the content changed. Rebuilds never overlap.
+    can be turned off too). Events within `debounce_s` of each other make one rebuild, and they
+    rebuild only when the content changed since the watcher was made or last rebuilt. Rebuilds never
+    overlap. A symbolic link is followed at each read: a swap of the link in its folder is an event,
+    an edit of the linked file elsewhere is noticed by polling.
     """
 
     def __init__(
@@ -64,7 +84,8 @@ class DocsWatcher:
         self._thread = threading.Thread(target=self._run, name="docs-watcher", daemon=True)
 
     def start(self, initial_reason: str | None = None) -> None:
-        """Start watching; with `initial_reason`, also rebuild once right away."""
+        """Start watching; with `initial_reason`, also rebuild once right away, otherwise only if
+        docs.txt changed since the watcher was made (such as during the first build)."""
         try:
             if not self._use_events:
                 raise OSError("turned off (DOCS_WATCH_EVENTS=0)")
@@ -79,6 +100,8 @@ class DocsWatcher:
             log.warning("file events unavailable for %s (%s); polling only", self.docs_file, exc)
         if initial_reason:
             self.request(initial_reason, delay=0.0)
+        elif _fingerprint(self.docs_file) != self._seen:
+            self.request("start: docs.txt changed before watching began", delay=0.0)
         self._thread.start()
 
     def request(self, reason: str, delay: float | None = None) -> None:

@@ -1,14 +1,16 @@
 """The chain and the chat model on the real LLM (no server): prompt from the chat template, retrieved
-text kept as data, context trimmed to fit, real token streaming, cancel and shutdown of a generation."""
+text kept as data, context trimmed to fit (system messages kept), an empty context that says why, real
+token streaming, cancel and shutdown of a generation."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from langchain_core.documents import Document
 from ragbot import metrics
-from ragbot.chain import RagChain, neutralize
+from ragbot.chain import NO_DOCUMENTS, NO_PASSAGE, RagChain, neutralize
 from ragbot.chat_model import OpenVINOChatModel
 from ragbot.engine import Engine
 from ragbot.request import parse_request
@@ -95,6 +97,32 @@ def test_context_is_trimmed_lowest_score_first_and_history_dropped(chat_model):
         ValueError, match=r"the question is 6400 characters, far more than the model's context"
     ):
         chain(chat_model, found, context_tokens=50).prepare(parse_request("x" * 6400, 16))
+
+
+def test_without_rag_trimming_keeps_the_system_messages(chat_model):
+    history = [{"role": r, "content": "Earlier words. " * 60} for r in ("user", "assistant")]
+    body = {
+        "use_rag": False,
+        "messages": [
+            {"role": "system", "content": "Always answer in French."},
+            *history,
+            {"role": "user", "content": "When does it open?"},
+        ],
+    }
+    prepared = chain(chat_model, [], context_tokens=260).prepare(parse_request(json.dumps(body), 16))
+    assert [(m.type, m.content) for m in prepared.messages] == [
+        ("system", "Always answer in French."),
+        ("human", "When does it open?"),
+    ]
+
+
+def test_empty_context_says_why(chat_model):
+    request = parse_request("When does it open?", 16)
+    too_long = hits("The museum keeps old maps of the fjord. " * 40)
+    unfitted = chain(chat_model, too_long, context_tokens=200).prepare(request)
+    assert unfitted.sources == []
+    assert NO_PASSAGE in unfitted.messages[0].content and NO_DOCUMENTS not in unfitted.messages[0].content
+    assert NO_DOCUMENTS in chain(chat_model, []).prepare(request).messages[0].content
 
 
 def test_stream_yields_tokens_as_generated_then_stats(chat_model):

@@ -1,13 +1,19 @@
 """The service hands every scheduler setting (KV_CACHE_SIZE_GB, MAX_NUM_SEQS, MAX_NUM_BATCHED_TOKENS)
-to the engine it builds."""
+to the engine it builds, and rebuilds once more when docs.txt was edited during the first build; the
+shipped docs.txt explains local entries as the fetcher reads them."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from ragbot import service
+from ragbot.documents import Entry, Fetcher, FetchLimits
 from ragbot.settings import Settings
+
+from tests.servable.rag import SERVABLE
 
 
 class _Built(Exception):
@@ -36,3 +42,72 @@ def test_scheduler_settings_reach_the_engine(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(_Built):
         service.RagService(Settings.from_env(tmp_path, env))
     assert built == [(tmp_path / "llm", "CPU", 3, 7, 512)]
+
+
+class _Index:
+    """Stands in for IndexManager: no stored index; the first build sees docs.txt edited meanwhile."""
+
+    def __init__(self, docs_file: Path, edit_during_build: str) -> None:
+        self.docs_file = docs_file
+        self.edit_during_build = edit_during_build
+        self.reasons: list[str] = []
+        self.status: dict = {}
+
+    def load_stored(self) -> bool:
+        return False
+
+    def refresh(self, reason: str) -> None:
+        self.reasons.append(reason)
+        if self.edit_during_build:
+            self.docs_file.write_text(self.edit_during_build, encoding="utf-8")
+            self.edit_during_build = ""
+
+    def search(self, query: str, k: int) -> list:
+        return []
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("edited", [False, True])
+def test_docs_txt_edited_during_the_first_build_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edited: bool
+) -> None:
+    (tmp_path / "llm").mkdir()
+    (tmp_path / "emb").mkdir()
+    (tmp_path / "emb" / "openvino_model.xml").write_text("<net/>", encoding="utf-8")
+    (tmp_path / "docs.txt").write_text("a.md\n", encoding="utf-8")
+    env = {"LLM_MODEL_DIR": "llm", "EMBEDDING_MODEL_DIR": "emb", "EMBEDDING_POOLING": "mean"}
+    env |= {"DOCS_WATCH_DEBOUNCE_S": "0.1", "DOCS_POLL_INTERVAL_S": "0"}
+    indexes: list[_Index] = []
+
+    def index(docs_file: Path, *args: object) -> _Index:
+        indexes.append(_Index(docs_file, "a.md\nb.md\n" if edited else ""))
+        return indexes[-1]
+
+    monkeypatch.setattr(service, "Engine", mock.Mock())
+    monkeypatch.setattr(service, "CountedOpenVINOEmbeddings", mock.Mock())
+    monkeypatch.setattr(service, "OpenVINOChatModel", mock.Mock())
+    monkeypatch.setattr(service, "model_context_length", lambda model_dir: 2048)
+    monkeypatch.setattr(service, "IndexManager", index)
+    rag = service.RagService(Settings.from_env(tmp_path, env))
+    try:
+        time.sleep(0.6)
+        expected = ["start", "start: docs.txt changed before watching began"] if edited else ["start"]
+        assert indexes[0].reasons == expected
+    finally:
+        rag.stop()
+
+
+def test_docs_txt_says_local_entries_are_relative_to_the_servable_folder(tmp_path: Path) -> None:
+    """As the Fetcher resolves them: against the base path, not the folder docs.txt is in."""
+    comments = [
+        line for line in (SERVABLE / "docs.txt").read_text(encoding="utf-8").splitlines() if line[:1] == "#"
+    ]
+    assert "relative to the servable's folder (servable_stream/" in "\n".join(comments)
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "notes.md").write_text("# Notes\nTide tables.", encoding="utf-8")
+    settings = Settings.from_env(tmp_path, {"DOCS_FILE": "cfg/docs.txt"})
+    fetcher = Fetcher(settings.base_path, settings.allowed_roots, FetchLimits(1.0, 1000, 0))
+    documents, failures = fetcher.load_entry(Entry(1, "notes.md"))
+    assert [d.source for d in documents] == ["notes.md"] and not failures
