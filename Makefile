@@ -9,11 +9,16 @@ PIP         := $(PY) -m pip
 STAMP       := $(VENV)/.installed
 
 SERVABLE    := servable_stream
-LLM         ?= smollm2-135m-instruct
+# The models default to what the servable is told in the environment (SELECTED_MODEL, EMBEDDING_MODEL).
+LLM         ?= $(or $(SELECTED_MODEL),smollm2-135m-instruct)
 LLM_DIR     := $(SERVABLE)/$(LLM)_INT4_compressed_weights
-EMBEDDING   ?= all-MiniLM-L6-v2
+EMBEDDING   ?= $(or $(EMBEDDING_MODEL),all-MiniLM-L6-v2)
 EMB_DIR     := $(SERVABLE)/$(EMBEDDING)
 DEVICE      ?= CPU
+# What the servable reads (servable_stream/ragbot/settings.py): the models `make models` built (or the
+# folders set in the environment), and DEVICE.
+SERVABLE_ENV = SELECTED_MODEL=$(LLM) LLM_MODEL_DIR=$(or $(LLM_MODEL_DIR),$(notdir $(LLM_DIR))) \
+	EMBEDDING_MODEL=$(EMBEDDING) EMBEDDING_MODEL_DIR=$(or $(EMBEDDING_MODEL_DIR),$(notdir $(EMB_DIR))) DEVICE=$(DEVICE)
 
 GRPC_PORT   ?= 9000
 REST_PORT   ?= 8000
@@ -50,13 +55,13 @@ $(EMB_DIR)/openvino_model.xml: | $(STAMP)
 models: $(LLM_DIR)/openvino_model.xml $(EMB_DIR)/openvino_model.xml  ## Prepare the offline default models (once).
 
 serve: models  ## Start the local OVMS-compatible server on :9000 gRPC / :8000 REST.
-	$(PY) -m local_ovms --config_path $(SERVABLE)/config.json --port $(GRPC_PORT) --rest_port $(REST_PORT)
+	$(SERVABLE_ENV) $(PY) -m local_ovms --config_path $(SERVABLE)/config.json --port $(GRPC_PORT) --rest_port $(REST_PORT)
 
 client: $(STAMP)  ## Start the Gradio client on :9001.
 	$(PY) client/app.py --web_url 0.0.0.0:$(WEB_PORT) --ovms_url localhost:$(GRPC_PORT)
 
 run: models  ## Set up everything, start server and client, stop both on Ctrl-C.
-	$(PY) -m local_ovms.run --config_path $(SERVABLE)/config.json --port $(GRPC_PORT) --rest_port $(REST_PORT) --web_port $(WEB_PORT)
+	$(SERVABLE_ENV) $(PY) -m local_ovms.run --config_path $(SERVABLE)/config.json --port $(GRPC_PORT) --rest_port $(REST_PORT) --web_port $(WEB_PORT)
 
 test: models  ## Lint, then run the whole test suite.
 	$(MAKE) --no-print-directory lint

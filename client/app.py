@@ -42,11 +42,13 @@ ChatValue = list[dict[str, Any]]
 
 
 class ActiveAnswers:
-    """The answer each browser session is streaming, so that its stop button can cancel it."""
+    """The answer each browser session is streaming, so that its stop button can cancel it, and how many
+    times each session cleared its conversation, so that an answer cleared away is not written back."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._streams: dict[str, AnswerStream] = {}
+        self._clears: dict[str, int] = {}
 
     def start(self, session: str, stream: AnswerStream) -> None:
         with self._lock:
@@ -65,6 +67,17 @@ class ActiveAnswers:
             stream = self._streams.pop(session, None)
         if stream is not None:
             stream.cancel()
+
+    def clears(self, session: str) -> int:
+        """How many times `session` has cleared its conversation."""
+        with self._lock:
+            return self._clears.get(session, 0)
+
+    def clear(self, session: str) -> None:
+        """Cancel the session's answer and count the clear, so that the answer is not written back."""
+        with self._lock:
+            self._clears[session] = self._clears.get(session, 0) + 1
+        self.cancel(session)
 
 
 class SharedStatus:
@@ -149,6 +162,7 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
         if not question:
             yield chat, history, ""
             return
+        clears = active.clears(request.session_hash)
         chat = [*chat, {"role": "user", "content": question}, {"role": "assistant", "content": WAITING}]
         answer_at = len(chat) - 1
         yield chat, history, ""
@@ -157,6 +171,8 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
         settings = GenerationSettings(int(max_new_tokens), float(temperature), bool(use_rag))
         stream = client.ask(messages, settings)
         active.start(request.session_hash, stream)
+        if active.clears(request.session_hash) != clears:  # cleared before the answer was registered
+            stream.cancel()
         text, end, error = "", None, None
         try:
             for event in stream:
@@ -177,9 +193,13 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
                 elif isinstance(event, StreamError):
                     error = event.message
                     continue
+                if active.clears(request.session_hash) != clears:
+                    break
                 yield chat, history, ""
         finally:
             active.finish(request.session_hash, stream)
+        if active.clears(request.session_hash) != clears:
+            return  # the conversation was cleared meanwhile: write nothing back
 
         footer = answer_footer(end, stream.cancelled, error)
         shown = "\n\n".join(part for part in (text, footer) if part)
@@ -190,6 +210,10 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
 
     def stop(request: gr.Request) -> None:
         active.cancel(request.session_hash)
+
+    def clear_conversation(request: gr.Request) -> tuple[ChatValue, list[Message]]:
+        active.clear(request.session_hash)
+        return [], []
 
     def refresh_status() -> str:
         return status_markdown(status.get())
@@ -238,8 +262,8 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
                 show_progress="hidden",
             )
         stop_button.click(stop, queue=False)
-        clear.click(lambda: ([], []), outputs=[chat, history], queue=False)
-        chat.clear(lambda: [], outputs=history, queue=False)
+        clear.click(clear_conversation, outputs=[chat, history], queue=False)
+        chat.clear(clear_conversation, outputs=[chat, history], queue=False)
         timer = gr.Timer(status_every)
         timer.tick(refresh_status, outputs=status_line, concurrency_limit=None, show_progress="hidden")
         page.load(refresh_status, outputs=status_line, concurrency_limit=None, show_progress="hidden")

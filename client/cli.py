@@ -1,8 +1,9 @@
 """Command-line chat: `python -m client.cli "question"`, or no question for an interactive session.
 
 The answer streams to stdout, its sources follow it. Ctrl-C stops the answer in the server too.
-Exit codes: 0 ok, 1 the server returned an error, 3 the server is not reachable, 130 stopped by Ctrl-C,
-141 the output was closed before the end (`| head`; the answer is cancelled in the server too).
+Exit codes: 0 ok, 1 the server returned an error, 2 bad command line or question (not valid UTF-8),
+3 the server is not reachable, 130 stopped by Ctrl-C, 141 the output was closed before the end (`| head`;
+the answer is cancelled in the server too).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from client.ovms_client import (
 
 EXIT_OK = 0
 EXIT_SERVER_ERROR = 1
+EXIT_BAD_INPUT = 2  # as argparse exits for a bad command line
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 EXIT_OUTPUT_CLOSED = 141  # as a shell reports a process ended by SIGPIPE
@@ -53,6 +55,19 @@ def format_sources(sources: Sources) -> str:
         if snippet:
             lines.append(f"      {snippet}")
     return "\n".join(lines)
+
+
+def text_problem(question: str) -> str | None:
+    """Why `question` cannot be sent, or None: bytes that are not UTF-8 (from a terminal in another
+    encoding) reach Python as lone surrogates, which have no UTF-8 form."""
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return (
+            f"the question is not valid UTF-8 text (character {e.start + 1}); "
+            "set the terminal to UTF-8 (e.g. LANG=C.UTF-8) and ask again"
+        )
+    return None
 
 
 def ask(
@@ -115,6 +130,9 @@ def interactive(client: OvmsClient, settings: GenerationSettings, out: TextIO, e
             return EXIT_OK
         if not question:
             continue
+        if problem := text_problem(question):
+            err.write(f"error: {problem}\n")
+            continue
         messages = [*history, {"role": "user", "content": question}]
         turn = ask(client, messages, settings, out, err)
         if turn.answer and turn.exit_code in (EXIT_OK, EXIT_INTERRUPTED):
@@ -125,8 +143,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m client.cli",
         description="Ask the RAG chatbot a question over KServe gRPC streaming.",
-        epilog="Exit codes: 0 ok, 1 server error, 3 server not reachable, 130 stopped by Ctrl-C, "
-        "141 the output was closed (the answer is cancelled too).",
+        epilog="Exit codes: 0 ok, 1 server error, 2 bad command line or question, 3 server not reachable, "
+        "130 stopped by Ctrl-C, 141 the output was closed (the answer is cancelled too).",
     )
     parser.add_argument("question", nargs="?", help="the question; without it, an interactive session")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"gRPC host:port of the server ({DEFAULT_URL})")
@@ -143,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = GenerationSettings(args.max_new_tokens, args.temperature, not args.no_rag)
     try:
         if args.question is None:
+            sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8: a message, no crash
             return interactive(client, settings, sys.stdout, sys.stderr)
+        if problem := text_problem(args.question):
+            sys.stderr.write(f"error: {problem}\n")
+            return EXIT_BAD_INPUT
         turn = ask(client, [{"role": "user", "content": args.question}], settings, sys.stdout, sys.stderr)
         return turn.exit_code
     except BrokenPipeError:

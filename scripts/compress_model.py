@@ -17,11 +17,13 @@ from model_prep.errors import ModelPrepError, reported_as
 from model_prep.progress import console, results, steps
 from model_prep.staging import (
     GIB,
+    check_folder_name,
     check_free_space,
     folder_size,
     is_model_folder,
     should_build,
     staged_folder,
+    target_folder,
 )
 from rich.table import Table
 
@@ -51,7 +53,7 @@ def parse_args():
         help="symmetric INT4 (default: the registry's, else asymmetric)",
     )
     p.add_argument("--no-report", action="store_true", help="skip the quality and speed measurements")
-    args = p.parse_args()
+    args = cli.parse(p)
     if not args.model:
         p.error("--model NAME is required (a supported name, or the folder name of a model you exported)")
     return args
@@ -94,7 +96,8 @@ def report(name: str, folders: dict[str, Path], device: str) -> None:
     with steps("Measure", total=len(folders)) as step:
         for label, folder in folders.items():
             step(label)
-            figures[label] = quality.measure(folder, device, text)
+            with reported_as(f"measuring {label} on {device}"):
+                figures[label] = quality.measure(folder, device, text)
     reference = "FP16" if "FP16" in figures else "source"
     table = Table(title=f"{name} on {device}; quality on scripts/data/{quality.QUALITY_TEXT.name}")
     for column in ("variant", "size", f"agreement vs {reference}", "perplexity", "tokens/s"):
@@ -113,6 +116,7 @@ def report(name: str, folders: dict[str, Path], device: str) -> None:
 
 def main() -> None:
     args = parse_args()
+    check_folder_name(args.model, "--model")
     source = args.source or args.output_dir / args.model
     known = registry.names("llm")
     if not is_model_folder(source) and args.source is None and args.model not in known:
@@ -127,7 +131,9 @@ def main() -> None:
         )
     settings = int4_settings(args.model, args)
     texts = calibration_texts(args.dataset)
-    targets = {p: args.output_dir / compression.variant_name(args.model, p) for p in args.precision}
+    targets = {
+        p: target_folder(args.output_dir, compression.variant_name(args.model, p)) for p in args.precision
+    }
     todo = [p for p, target in targets.items() if should_build(target, args.force)]
     for p in set(targets) - set(todo):
         console.print(f"{targets[p]} already exists; skipping (pass --force to rebuild)")

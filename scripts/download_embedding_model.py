@@ -11,13 +11,13 @@ from __future__ import annotations
 from model_prep import cli, export, sources
 from model_prep.errors import reported_as
 from model_prep.progress import console, steps
-from model_prep.staging import should_build, staged_folder
+from model_prep.staging import should_build, staged_folder, target_folder
 
 
 def main() -> None:
     args = cli.parse(cli.parser(__doc__, "embedding"))
     spec = cli.spec(args, "embedding")
-    target = args.output_dir / spec.name
+    target = target_folder(args.output_dir, spec.name)
     if not should_build(target, args.force):
         console.print(f"{target} already exists; skipping (pass --force to rebuild)")
         return
@@ -27,7 +27,8 @@ def main() -> None:
         with reported_as(f"exporting {spec.model_id}"):
             export.export_embedding(source, staging)
         step("check")
-        width = export.check_embedding(staging, args.device)
+        with reported_as(f"checking {spec.name} on {args.device}"):
+            width = export.check_embedding(staging, args.device)
     console.print(f"{target}: loads in OpenVINO on {args.device}; {width}-dimensional embeddings")
 
 

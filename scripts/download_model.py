@@ -15,7 +15,7 @@ from pathlib import Path
 from model_prep import cli, export, registry, sources
 from model_prep.errors import ModelPrepError, reported_as
 from model_prep.progress import console, steps
-from model_prep.staging import should_build, staged_folder
+from model_prep.staging import should_build, staged_folder, target_folder
 
 
 def parse_args():
@@ -51,7 +51,7 @@ def export_source(source: Path, staging: Path, spec: registry.ModelSpec) -> None
 def main() -> None:
     args = parse_args()
     spec = cli.spec(args, "llm", remote_code=args.trust_remote_code)
-    target = args.output_dir / spec.name
+    target = target_folder(args.output_dir, spec.name)
     if not should_build(target, args.force):
         console.print(f"{target} already exists; skipping (pass --force to rebuild)")
         return

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model_prep.errors import ModelPrepError
+from model_prep.staging import check_folder_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVABLE_DIR = REPO_ROOT / "servable_stream"
@@ -71,9 +72,18 @@ def spec_from_registry(kind: str, name: str, path: Path = REGISTRY_PATH) -> Mode
 
 def spec_from_model_id(model_id: str, name: str | None, remote_code: bool = False) -> ModelSpec:
     """A spec for any Hugging Face id or local folder; the folder name defaults to its last part."""
+    folder = check_folder_name(name or default_name(model_id).lower())
+    return ModelSpec(name=folder, model_id=model_id, remote_code=remote_code)
+
+
+def default_name(model_id: str) -> str:
+    """The last part of a Hub id, or of a local path once resolved (so `.` names the folder it means)."""
     path = Path(model_id).expanduser()
-    default = path.stem if path.is_file() else model_id.rstrip("/").split("/")[-1]
-    return ModelSpec(name=name or default.lower(), model_id=model_id, remote_code=remote_code)
+    if path.is_file():
+        return path.stem
+    if path.exists():
+        return path.resolve().name
+    return model_id.rstrip("/").split("/")[-1]
 
 
 def package_path(spec: ModelSpec) -> Path | None:

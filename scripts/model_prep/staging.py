@@ -18,6 +18,26 @@ def is_model_folder(path: Path) -> bool:
     return (path / "openvino_model.xml").is_file() and (path / "openvino_model.bin").is_file()
 
 
+def check_folder_name(name: str, option: str = "--name") -> str:
+    """`name` when it names one folder inside the output folder, else an error asking for another `option`."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ModelPrepError(
+            f"{name!r} cannot be a model folder name (it must name one folder inside --output-dir); "
+            f"pass another {option} NAME"
+        )
+    return name
+
+
+def target_folder(output_dir: Path, name: str) -> Path:
+    """output_dir/name, refused unless it is strictly inside output_dir (also after symbolic links)."""
+    target = output_dir / check_folder_name(name)
+    if output_dir.resolve() not in target.resolve().parents:
+        raise ModelPrepError(
+            f"{target} is not inside --output-dir {output_dir}; choose another name or folder"
+        )
+    return target
+
+
 def should_build(target: Path, force: bool) -> bool:
     """False when `target` is already a finished model and --force is off (the caller skips it).
 

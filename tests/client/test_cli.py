@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -60,6 +61,31 @@ def test_server_error_exit_1_with_one_line(slow_server, run_cli):
     assert result.stderr.strip() == (
         "error: The server could not answer: pre_prompt: the test servable was asked to fail"
     )
+
+
+def test_a_question_that_is_not_utf8_exit_2_with_one_line(unused_port, run_cli):
+    """`caf\xe9?` from a Latin-1 terminal reaches Python as a lone surrogate: a message, no traceback."""
+    result = run_cli("caf\udce9?", url=f"127.0.0.1:{unused_port}")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "not valid UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_interactive_mode_says_so_and_goes_on_after_a_question_that_is_not_utf8(slow_server):
+    # A UTF-8 terminal whose stdin decodes strictly, as outside the C locale.
+    result = subprocess.run(
+        [sys.executable, "-m", "client.cli", "--url", slow_server.grpc_url, "--max-new-tokens", "2"],
+        cwd=REPO,
+        input=b"caf\xe9?\nSecond?\n",
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+        timeout=60,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert "not valid UTF-8" in stderr and "Traceback" not in stderr
+    assert "[turn 1] word1 word2" in result.stdout.decode()
+    assert slow_server.log.requests()[-1]["messages"] == [{"role": "user", "content": "Second?"}]
 
 
 def _start_a_long_answer(slow_server) -> subprocess.Popen:

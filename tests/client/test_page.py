@@ -107,3 +107,24 @@ def test_page_says_plainly_when_the_server_is_down_and_works_once_it_is_back(
     ask(page, "And now?")
     # The failed turn was not kept in the conversation: this is the first answered turn.
     expect(page.locator(ANSWER).nth(1)).to_contain_text("[turn 1] word1 word2", timeout=20_000)
+
+
+def test_clear_mid_answer_cancels_it_and_the_conversation_stays_cleared(
+    slow_server, start_page, browser_page
+):
+    page = browser_page
+    page.goto(start_page(slow_server.grpc_url))
+    expect(page.locator("#status-line")).to_contain_text("Ready", timeout=30_000)
+    ask(page, "First question")
+    expect(page.locator(ANSWER).first).to_contain_text("word5", timeout=10_000)
+    page.click("#clear")
+    # The server stops generating, and the page does not bring the cleared answer back.
+    cancelled = slow_server.log.wait_for_cancellations()
+    assert len(cancelled) == 1 and cancelled[0]["question"] == "First question"
+    page.wait_for_timeout(1000)
+    expect(page.locator(ANSWER)).to_have_count(0)
+    # The next question goes alone: the cleared turn is not in the conversation.
+    ask(page, "Second question")
+    expect(page.locator(ANSWER).first).to_contain_text("word2", timeout=10_000)
+    assert slow_server.log.requests()[-1]["messages"] == [{"role": "user", "content": "Second question"}]
+    expect(page.locator(ANSWER)).to_have_count(1)

@@ -20,8 +20,10 @@ sys.path.insert(0, str(SCRIPTS))  # the scripts' shared package `model_prep`, fo
 from model_prep.staging import is_model_folder  # noqa: E402
 
 
-def run_script(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600):
-    """Run scripts/`script` with this Python; the Hub client's environment is isolated unless given."""
+def run_script(
+    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path = REPO
+):
+    """Run scripts/`script` with this Python in `cwd`; Hub client settings isolated unless given."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     base.update({"HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "0", "NO_COLOR": "1", "COLUMNS": "160"})
     return subprocess.run(
@@ -30,7 +32,7 @@ def run_script(script: str, *args: str, env: dict[str, str] | None = None, timeo
         text=True,
         env={**base, **(env or {})},
         timeout=timeout,
-        cwd=REPO,
+        cwd=cwd,
     )
 
 

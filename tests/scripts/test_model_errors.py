@@ -191,3 +191,121 @@ def test_registry_int4_settings_are_usable():
         spec = spec_from_registry("llm", name)
         assert spec.int4.group_size in (-1, 32, 64, 128) and 0 < spec.int4.ratio <= 1
     assert spec_from_registry("llm", "llama-3.2-1b-instruct").gated
+
+
+def test_model_id_dot_exports_into_a_named_folder_and_keeps_the_output_folder(
+    script, tiny_hf_llama, tmp_path
+):
+    """`--model-id .` with --force names the folder it means; the output folder itself is never replaced."""
+    from model_prep.staging import is_model_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sentinel.txt").write_text("mine")
+    result = script(
+        "download_model.py", "--model-id", ".", "--output-dir", str(out), "--force", cwd=tiny_hf_llama
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "sentinel.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["sentinel.txt", "tiny-llama-hf"]
+    assert is_model_folder(out / "tiny-llama-hf")
+
+
+@pytest.mark.parametrize(
+    ("script_name", "args"),
+    [
+        ("download_model.py", ("--model-id", "/")),
+        ("download_model.py", ("--model-id", "a/b", "--name", "..")),
+        ("download_model.py", ("--model-id", "a/b", "--name", "x/y")),
+        ("download_embedding_model.py", ("--model-id", "a/b", "--name", ".")),
+        ("compress_model.py", ("--model", "../x", "--source", "nowhere")),
+    ],
+)
+def test_folder_names_outside_the_output_folder_are_refused(script, tmp_path, script_name, args):
+    (tmp_path / "sentinel.txt").write_text("mine")
+    result = script(script_name, *args, "--output-dir", str(tmp_path), "--force")
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "cannot be a model folder name" in message and "pass another --" in message
+    assert "Traceback" not in message
+    assert [p.name for p in tmp_path.iterdir()] == ["sentinel.txt"]
+
+
+def test_a_target_linked_to_the_output_folder_is_refused(tmp_path):
+    from model_prep.errors import ModelPrepError
+    from model_prep.staging import target_folder
+
+    (tmp_path / "loop").symlink_to(tmp_path)
+    with pytest.raises(ModelPrepError, match="not inside --output-dir"):
+        target_folder(tmp_path, "loop")
+    assert target_folder(tmp_path, "model") == tmp_path / "model"
+
+
+def no_gpu() -> None:
+    """Skip unless this machine has no GPU (the device tests need one to be missing)."""
+    import openvino
+
+    if any(device.startswith("GPU") for device in openvino.Core().available_devices):
+        pytest.skip("this machine has a GPU")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("download_model.py", "--model", "smollm2-135m-instruct"),
+        ("download_embedding_model.py", "--model", "all-MiniLM-L6-v2"),
+        ("compress_model.py", "--model", "smollm2-135m-instruct"),
+    ],
+)
+def test_a_missing_device_is_refused_at_once(script, tmp_path, command):
+    no_gpu()
+    started = time.monotonic()
+    result = script(*command, "--device", "GPU", "--output-dir", str(tmp_path))
+    assert time.monotonic() - started < 20
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "--device GPU is not available here; OpenVINO sees CPU" in message and "Traceback" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_device_names_accept_families_indexes_and_auto():
+    from model_prep.cli import device_names
+
+    assert device_names(["CPU"]) == {"CPU", "CPU.0", "AUTO"}
+    assert {"GPU", "GPU.0"} <= device_names(["CPU", "GPU"])
+    assert {"GPU", "GPU.0", "GPU.1"} <= device_names(["CPU", "GPU.0", "GPU.1"])
+    assert "GPU.2" not in device_names(["CPU", "GPU.0", "GPU.1"])
+
+
+def test_a_failed_measurement_is_reported(tiny_ir):
+    """compress_model.py's report: a device that fails to compile is a ModelPrepError, not a traceback."""
+    from compress_model import report
+    from model_prep.errors import ModelPrepError
+
+    no_gpu()
+    with pytest.raises(ModelPrepError, match="measuring source on GPU failed"):
+        report("tiny-llama", {"source": tiny_ir}, "GPU")
+
+
+def test_a_failed_embedding_check_is_reported(monkeypatch, capsys, tmp_path):
+    """download_embedding_model.py: a check that fails (e.g. on a device) exits 2 and leaves nothing."""
+    import download_embedding_model
+    from model_prep import cli, export, sources
+
+    def fail(model_dir, device):
+        raise RuntimeError("Failed to load libOpenCL.so.1")
+
+    monkeypatch.setattr(cli, "check_device", lambda device: None)
+    monkeypatch.setattr(sources, "locate", lambda spec, target, revision: tmp_path)
+    monkeypatch.setattr(export, "export_embedding", lambda source, out_dir: None)
+    monkeypatch.setattr(export, "check_embedding", fail)
+    out = tmp_path / "out"
+    argv = ["download_embedding_model.py", "--model-id", "a/b", "--output-dir", str(out), "--device", "GPU"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        cli.run(download_embedding_model.main)
+    assert exited.value.code == 2
+    assert "checking b on GPU failed: Failed to load libOpenCL.so.1" in " ".join(
+        capsys.readouterr().err.split()
+    )
+    assert list(out.iterdir()) == []
