@@ -2,14 +2,18 @@
 
 docs.txt belongs to the operator; nothing a user asks can add an entry. Entries are http(s) URLs
 or local files/folders inside the allowed roots. URLs are fetched with verified TLS, a timeout on
-the whole download, a size cap and a redirect cap. Files are read as .txt, .md, .html or .pdf.
+the whole download, a size cap and a redirect cap. Files are read as .txt, .md, .html or .pdf;
+text is decoded by its BOM, else its declared charset, else as UTF-8, and refused if it does not
+decode. Whatever goes wrong with one entry or file becomes a `Failure` with the reason.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -41,10 +45,15 @@ CONTENT_TYPE_KINDS = {
     "application/pdf": "pdf",
 }
 SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 class Refused(Exception):
     """A docs.txt entry or document that is not read, with the reason."""
+
+
+class NotAllowed(Refused):
+    """Refused by the rules (roots, schemes, types, sizes): its previous version is not kept either."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +76,11 @@ class Document:
 
 @dataclass(frozen=True)
 class Failure:
-    """A document or entry that could not be indexed."""
+    """A document or entry that could not be indexed; `keep_previous` unless the rules refuse it."""
 
     source: str
     reason: str
+    keep_previous: bool = True
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ class FetchLimits:
 def parse_docs_file(text: str) -> list[Entry]:
     """The entries of docs.txt: one per line; blank lines and `#` comments are skipped."""
     entries = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         stripped = line.strip()
         if stripped and not stripped.startswith("#"):
             entries.append(Entry(number, stripped))
@@ -100,11 +110,34 @@ def _title_from_text(kind: str, text: str, fallback: str) -> str:
     return fallback
 
 
-def parse_bytes(data: bytes, kind: str, source: str, fallback_title: str) -> Document:
-    """Turn a document's bytes into text with the loader for `kind`."""
+def _bom_encoding(data: bytes) -> str | None:
+    """The encoding a byte order mark at the start of `data` names, if any."""
+    return next((name for bom, name in BOMS if data.startswith(bom)), None)
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Text of a .txt/.md document: by its BOM, else its declared `charset`, else as UTF-8."""
+    encoding = _bom_encoding(data) or charset or "utf-8"
+    try:
+        text = data.decode(encoding)
+    except LookupError:
+        raise Refused(f"unknown charset {encoding!r}") from None
+    except UnicodeDecodeError as exc:
+        raise Refused(
+            f"not {encoding} text (byte {exc.start}); save it as UTF-8 or declare its charset"
+        ) from None
+    if "\x00" in text:
+        raise Refused(f"not {encoding} text (NUL characters; UTF-16 without a BOM?)")
+    return text
+
+
+def parse_bytes(
+    data: bytes, kind: str, source: str, fallback_title: str, charset: str | None = None
+) -> Document:
+    """Turn a document's bytes into text with the loader for `kind` (`charset`: as declared)."""
     digest = hashlib.sha256(data).hexdigest()
     if kind == "html":
-        soup = BeautifulSoup(data, "html.parser")
+        soup = BeautifulSoup(data, "html.parser", from_encoding=_bom_encoding(data) or charset)
         for tag in soup(["script", "style", "noscript"]):
             tag.decompose()
         title = soup.title.get_text(strip=True) if soup.title else ""
@@ -120,12 +153,25 @@ def parse_bytes(data: bytes, kind: str, source: str, fallback_title: str) -> Doc
         return Document(
             source, meta_title.strip() or _title_from_text(kind, text, fallback_title), text, digest
         )
-    text = data.decode("utf-8", errors="replace")
+    text = decode_text(data, charset)
     return Document(source, _title_from_text(kind, text, fallback_title), text, digest)
 
 
 def is_within(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def _failure(source: str, exc: Exception) -> Failure:
+    """`exc` (raised while loading `source`) as a Failure with a clear reason."""
+    if isinstance(exc, Refused):
+        reason = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        reason = (
+            f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else f"cannot read: {exc.strerror}"
+        )
+    else:
+        reason = f"cannot load: {type(exc).__name__}: {exc}"
+    return Failure(source, reason, keep_previous=not isinstance(exc, NotAllowed))
 
 
 class Fetcher:
@@ -142,9 +188,17 @@ class Fetcher:
             if SCHEME_RE.match(entry.text):
                 return [self.fetch_url(entry.text)], []
             return self._load_local(entry.text)
-        except Refused as exc:
-            log.warning("docs.txt line %d: %s: %s", entry.line, entry.text, exc)
-            return [], [Failure(entry.text, str(exc))]
+        except Exception as exc:  # one bad entry (a loop, a bad name, a bad URL) fails alone
+            failure = _failure(entry.text, exc)
+            log.warning("docs.txt line %d: %s: %s", entry.line, entry.text, failure.reason)
+            return [], [failure]
+
+    def covers(self, failed: str, source: str) -> bool:
+        """True when the document `source` is the failed entry or file `failed`, or lies in it."""
+        if SCHEME_RE.match(failed) or SCHEME_RE.match(source):
+            return failed == source
+        named, document = (Path(os.path.normpath(self.base_path / name)) for name in (failed, source))
+        return document.is_relative_to(named)
 
     def _relative(self, path: Path) -> str:
         return (
@@ -155,37 +209,35 @@ class Fetcher:
         path = (self.base_path / text).resolve()
         if not is_within(path, self.allowed_roots):
             roots = ", ".join(str(root) for root in self.allowed_roots)
-            raise Refused(f"path {path} is outside the allowed roots ({roots}); see DOCS_ALLOWED_ROOTS")
+            raise NotAllowed(f"path {path} is outside the allowed roots ({roots}); see DOCS_ALLOWED_ROOTS")
         if not path.exists():
             raise Refused(f"no such file or folder: {path}")
         if path.is_file():
             return [self._load_file(path)], []
         documents, failures = [], []
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            real = child.resolve()
             try:
+                real = child.resolve()
                 if not is_within(real, self.allowed_roots):
-                    raise Refused(f"{real} (linked from the folder) is outside the allowed roots")
+                    raise NotAllowed(f"{real} (linked from the folder) is outside the allowed roots")
                 documents.append(self._load_file(real, self._relative(child)))
-            except Refused as exc:
-                log.warning("%s: skipped: %s", child, exc)
-                failures.append(Failure(self._relative(child), str(exc)))
+            except Exception as exc:  # one bad file (gone, unreadable) fails alone
+                failures.append(_failure(self._relative(child), exc))
+                log.warning("%s: skipped: %s", child, failures[-1].reason)
         return documents, failures
 
     def _load_file(self, path: Path, source: str | None = None) -> Document:
         kind = SUFFIX_KINDS.get(path.suffix.lower())
         if kind is None:
-            raise Refused(
+            raise NotAllowed(
                 f"unsupported file type {path.suffix or '(none)'!r} (supported: .txt, .md, .html, .pdf)"
             )
         size = path.stat().st_size
         if size > self.limits.max_bytes:
-            raise Refused(f"{size} bytes is more than the limit of {self.limits.max_bytes} (FETCH_MAX_BYTES)")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise Refused(f"cannot read: {exc.strerror}") from None
-        return parse_bytes(data, kind, source or self._relative(path), path.stem)
+            raise NotAllowed(
+                f"{size} bytes is more than the limit of {self.limits.max_bytes} (FETCH_MAX_BYTES)"
+            )
+        return parse_bytes(path.read_bytes(), kind, source or self._relative(path), path.stem)
 
     def fetch_url(self, url: str) -> Document:
         """GET an http(s) URL under the limits, following at most max_redirects redirects."""
@@ -195,7 +247,7 @@ class Fetcher:
             for _ in range(self.limits.max_redirects + 1):
                 scheme = urlsplit(current).scheme.lower()
                 if scheme not in ("http", "https"):
-                    raise Refused(f"scheme {scheme!r} is not allowed (http and https only)")
+                    raise NotAllowed(f"scheme {scheme!r} is not allowed (http and https only)")
                 response = self._get(session, current, deadline)
                 with response:
                     if response.is_redirect:
@@ -206,7 +258,7 @@ class Fetcher:
                     data = self._read_body(response, deadline)
                     kind = self._kind(response, current)
                     name = Path(urlsplit(current).path).stem or urlsplit(current).hostname or url
-                    return parse_bytes(data, kind, url, name)
+                    return parse_bytes(data, kind, url, name, _charset(response))
         raise Refused(f"more than {self.limits.max_redirects} redirects (FETCH_MAX_REDIRECTS)")
 
     def _get(self, session: requests.Session, url: str, deadline: float) -> requests.Response:
@@ -226,7 +278,7 @@ class Fetcher:
         limit = self.limits.max_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise Refused(f"{declared} bytes is more than the limit of {limit} (FETCH_MAX_BYTES)")
+            raise NotAllowed(f"{declared} bytes is more than the limit of {limit} (FETCH_MAX_BYTES)")
         body = bytearray()
         try:
             # read1 returns what has arrived (a trickling server cannot hold one read for long), so
@@ -234,7 +286,7 @@ class Fetcher:
             while block := response.raw.read1(65536, decode_content=True):
                 body += block
                 if len(body) > limit:
-                    raise Refused(f"more than the limit of {limit} bytes (FETCH_MAX_BYTES)")
+                    raise NotAllowed(f"more than the limit of {limit} bytes (FETCH_MAX_BYTES)")
                 if time.monotonic() > deadline:
                     raise Refused(f"took longer than {self.limits.timeout_s} s (FETCH_TIMEOUT_S)")
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
@@ -248,5 +300,14 @@ class Fetcher:
             Path(urlsplit(url).path).suffix.lower()
         )
         if kind is None:
-            raise Refused(f"unsupported content type {content_type or '(none)'!r}")
+            raise NotAllowed(f"unsupported content type {content_type or '(none)'!r}")
         return kind
+
+
+def _charset(response: requests.Response) -> str | None:
+    """The charset the Content-Type header declares, if any."""
+    for parameter in response.headers.get("content-type", "").split(";")[1:]:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip("\"'") or None
+    return None

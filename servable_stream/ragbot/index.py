@@ -5,7 +5,8 @@ On disk (`RAG_INDEX_DIR`): `CURRENT` names the build folder in use; each build f
 metadata) and `manifest.json` (embedding model key, chunking, documents, file checksums). A build
 is written to a temporary folder, renamed into place, and only then is `CURRENT` replaced, so a
 crash leaves the previous complete build. Nothing is unpickled. Chunks are reused by document
-content hash, so only new or changed documents are embedded. `status.json` reports the last build.
+content hash, so only new or changed documents are embedded. A document that docs.txt still lists but
+that fails to load keeps its previous chunks. `status.json` reports the last build.
 """
 
 from __future__ import annotations
@@ -106,10 +107,14 @@ class Store:
         return cls(chunks, vectors, documents, vectorstore)
 
     def by_hash(self) -> dict[str, list[int]]:
-        """Chunk positions of each document content hash."""
-        positions: dict[str, list[int]] = {}
+        """Chunk positions of one document per content hash (copies have the same chunks)."""
+        by_document: dict[tuple[str, str], list[int]] = {}
         for i, chunk in enumerate(self.chunks):
-            positions.setdefault(chunk["metadata"]["content_hash"], []).append(i)
+            metadata = chunk["metadata"]
+            by_document.setdefault((metadata["document"], metadata["content_hash"]), []).append(i)
+        positions: dict[str, list[int]] = {}
+        for (_, content_hash), found in by_document.items():
+            positions.setdefault(content_hash, found)
         return positions
 
 
@@ -236,6 +241,7 @@ class IndexManager:
                 return self._keep(f"cannot read {self.docs_file}: {exc}", [], started)
             if not entries:
                 return self._keep(f"{self.docs_file.name} lists no documents", [], started)
+            failures: list[Failure] = []
             try:
                 documents, failures = self._load(entries)
                 if not documents:
@@ -297,13 +303,29 @@ class IndexManager:
         for entry in entries:
             self._check_stopping()
             loaded, failed = self.fetcher.load_entry(entry)
-            failures.extend(failed)
             for document in loaded:
                 if not document.text.strip():
-                    failures.append(Failure(document.source, "no text found in the document"))
+                    failed.append(Failure(document.source, "no text found in the document"))
                 else:
                     documents.setdefault(document.source, document)
+            failures.extend(self._keep_previous(failure, documents) for failure in failed)
         return list(documents.values()), failures
+
+    def _keep_previous(self, failure: Failure, documents: dict[str, Document]) -> Failure:
+        """Add the serving version of the documents `failure` names to `documents` (docs.txt still
+        lists them); the failure says so. The text is left out: the chunks are reused by hash."""
+        if self.store is None or not failure.keep_previous:
+            return failure
+        kept = [
+            d
+            for d in self.store.documents
+            if d["document"] not in documents and self.fetcher.covers(failure.source, d["document"])
+        ]
+        for d in kept:
+            documents[d["document"]] = Document(d["document"], d["title"], "", d["content_hash"])
+        if not kept:
+            return failure
+        return Failure(failure.source, f"{failure.reason}; kept the previous version", failure.keep_previous)
 
     def _build(self, documents: list[Document]) -> tuple[Store, int]:
         previous = self.store

@@ -165,3 +165,103 @@ def test_interrupted_build_leaves_the_previous_index(base: Path, model):
     assert not partial.exists() and not previous.exists()
     builds = sorted(p.name for p in (base / "index").iterdir() if p.is_dir())
     assert builds == [current_build(base / "index").name]
+
+
+def test_identical_documents_keep_their_own_chunks(base: Path, model):
+    (base / "docs" / "ferries-copy.md").write_text(DOCS["docs/ferries.md"], encoding="utf-8")
+    index, embeddings = manager(base, model)
+    for reason in ("first", "second", "third"):
+        status = index.refresh(reason)
+        assert (status["document_count"], status["chunks"]) == (4, 4), reason
+        assert {d["document"]: d["chunks"] for d in status["documents"]} == {
+            "docs/bakery.txt": 1,
+            "docs/ferries-copy.md": 1,
+            "docs/ferries.md": 1,
+            "docs/lighthouse.txt": 1,
+        }
+    assert embeddings.texts == 4
+    hits = index.search("When does the ferry leave?", 2)
+    assert sorted(doc.metadata["document"] for doc, _ in hits) == ["docs/ferries-copy.md", "docs/ferries.md"]
+
+
+def test_bad_entries_fail_alone_and_the_rest_is_indexed(base: Path, model):
+    (base / "loop-a.md").symlink_to("loop-b.md")
+    (base / "loop-b.md").symlink_to("loop-a.md")
+    long_name = "x" * 300 + ".md"
+    (base / "docs.txt").write_text(
+        f"docs/\nloop-a.md\n{long_name}\nnul\0.md\nhttp://a..b/\nhttp://[::1\n", encoding="utf-8"
+    )
+    index, _ = manager(base, model)
+    status = index.refresh("bad lines")
+    assert (status["state"], status["document_count"]) == ("ready", 3)
+    failures = {f["document"]: f["reason"] for f in status["failures"]}
+    assert "Symlink loop" in failures["loop-a.md"]
+    assert "File name too long" in failures[long_name]
+    assert "embedded null byte" in failures["nul\0.md"]
+    assert "label empty or too long" in failures["http://a..b/"]
+    assert "Invalid IPv6 URL" in failures["http://[::1"]
+
+
+def test_an_unexpected_error_while_loading_keeps_the_index(base: Path, model, monkeypatch):
+    index, _ = manager(base, model)
+    index.refresh("first")
+
+    def broken(entry):
+        raise KeyError("a loader bug")
+
+    monkeypatch.setattr(index.fetcher, "load_entry", broken)
+    status = index.refresh("broken loader")
+    assert status["state"] == "ready" and "build failed: KeyError" in status["message"]
+    assert json.loads((base / "index" / "status.json").read_text(encoding="utf-8"))["message"]
+    assert top_document(index, "When does the ferry leave?") == "docs/ferries.md"
+
+
+def test_docs_file_with_a_byte_order_mark(base: Path, model):
+    (base / "docs.txt").write_text("\ufeffdocs/\n", encoding="utf-8")
+    index, _ = manager(base, model)
+    status = index.refresh("bom")
+    assert (status["document_count"], status["failures"]) == (3, [])
+
+
+def test_a_document_that_fails_keeps_its_previous_version(base: Path, model, site):
+    url = site.route("/pier.txt", b"The new pier opened in May 2019.", Content_Type="text/plain")
+    (base / "docs.txt").write_text(f"docs/\n{url}\n", encoding="utf-8")
+    index, embeddings = manager(base, model)
+    index.refresh("first")
+    site.route("/pier.txt", status=503)
+    (base / "docs" / "bakery.txt").write_bytes("Kanelbullar f\xf6r 38 kronor.".encode("cp1252"))
+    embeddings.texts = 0
+    status = index.refresh("site down, bakery not UTF-8")
+    assert status["document_count"] == 4 and embeddings.texts == 0
+    failures = {f["document"]: f["reason"] for f in status["failures"]}
+    assert failures == {
+        url: "HTTP 503 Service Unavailable; kept the previous version",
+        "docs/bakery.txt": "not utf-8 text (byte 13); save it as UTF-8 or declare its charset; "
+        "kept the previous version",
+    }
+    assert top_document(index, "When did the pier open?") == url
+    assert top_document(index, "How much is a cardamom bun?") == "docs/bakery.txt"
+
+    restarted, _ = manager(base, model)
+    assert restarted.load_stored() is True
+    assert {d["document"] for d in restarted.store.documents} >= {url, "docs/bakery.txt"}
+    status = restarted.refresh("still down")
+    assert status["document_count"] == 4 and len(status["failures"]) == 2
+
+    (base / "docs.txt").write_text("docs/\n", encoding="utf-8")
+    (base / "docs" / "bakery.txt").unlink()
+    status = restarted.refresh("removed")
+    assert sorted(d["document"] for d in status["documents"]) == ["docs/ferries.md", "docs/lighthouse.txt"]
+
+
+def test_a_document_the_rules_refuse_is_dropped(base: Path, model, site):
+    url = site.route("/buoy", b"The red buoy marks the reef.", Content_Type="text/plain")
+    (base / "docs.txt").write_text(f"docs/\n{url}\n", encoding="utf-8")
+    index, _ = manager(base, model)
+    index.refresh("first")
+    site.route("/buoy", b"\x00\x01", Content_Type="application/octet-stream")
+    status = index.refresh("not a document any more")
+    assert status["document_count"] == 3
+    assert status["failures"] == [
+        {"document": url, "reason": "unsupported content type 'application/octet-stream'"}
+    ]
