@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -13,8 +14,15 @@ from tests.scripts.conftest import REPO, SERVABLE
 
 def recipe_env(target: str, *variables: str) -> dict[str, str]:
     """The VAR=value words before the command of `target`'s last recipe line (`make -n`)."""
+    # Run as a top-level make even under `make test`: no parent's flags, no "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     shown = subprocess.run(
-        ["make", "-n", target, *variables], capture_output=True, text=True, cwd=REPO, check=True
+        ["make", "--no-print-directory", "-n", target, *variables],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=True,
     ).stdout
     words = shlex.split(shown.strip().splitlines()[-1])
     return dict(word.split("=", 1) for word in words[: next(i for i, w in enumerate(words) if "=" not in w)])
