@@ -163,6 +163,11 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
             yield chat, history, ""
             return
         clears = active.clears(request.session_hash)
+
+        def cleared() -> bool:
+            """The conversation was cleared since this answer began."""
+            return active.clears(request.session_hash) != clears
+
         chat = [*chat, {"role": "user", "content": question}, {"role": "assistant", "content": WAITING}]
         answer_at = len(chat) - 1
         yield chat, history, ""
@@ -171,7 +176,7 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
         settings = GenerationSettings(int(max_new_tokens), float(temperature), bool(use_rag))
         stream = client.ask(messages, settings)
         active.start(request.session_hash, stream)
-        if active.clears(request.session_hash) != clears:  # cleared before the answer was registered
+        if cleared():  # before the answer was registered
             stream.cancel()
         text, end, error = "", None, None
         try:
@@ -193,13 +198,13 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
                 elif isinstance(event, StreamError):
                     error = event.message
                     continue
-                if active.clears(request.session_hash) != clears:
+                if cleared():
                     break
                 yield chat, history, ""
         finally:
             active.finish(request.session_hash, stream)
-        if active.clears(request.session_hash) != clears:
-            return  # the conversation was cleared meanwhile: write nothing back
+        if cleared():
+            return  # write nothing back
 
         footer = answer_footer(end, stream.cancelled, error)
         shown = "\n\n".join(part for part in (text, footer) if part)

@@ -35,6 +35,17 @@ class ServeError(Exception):
         return self.code.name
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, for messages shown to operators and clients."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def internal(exc: BaseException) -> ServeError:
+    """An unexpected failure in the server itself (INTERNAL), naming the exception."""
+    return ServeError(grpc.StatusCode.INTERNAL, f"internal error: {describe(exc)}")
+
+
 def invalid(message: str) -> ServeError:
     """A request the client got wrong (INVALID_ARGUMENT)."""
     return ServeError(grpc.StatusCode.INVALID_ARGUMENT, message)

@@ -17,9 +17,9 @@ from typing import Any
 
 import grpc
 
-from local_ovms.errors import ALREADY_PROCESSING, ServeError, invalid
+from local_ovms.errors import ALREADY_PROCESSING, ServeError, describe, invalid
 from local_ovms.graph import Graph
-from local_ovms.handler import HANDLER_FAILURES, Handler, describe
+from local_ovms.handler import HANDLER_FAILURES, Handler
 
 log = logging.getLogger(__name__)
 

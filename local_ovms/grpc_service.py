@@ -22,9 +22,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from local_ovms import kserve, metrics
-from local_ovms.errors import ALREADY_PROCESSING, ServeError
+from local_ovms.errors import ALREADY_PROCESSING, ServeError, internal
 from local_ovms.executor import ExecutionError, GraphInstance, LoadedGraph
-from local_ovms.handler import describe
 from local_ovms.lifecycle import SHUTTING_DOWN, Activity
 from local_ovms.registry import Registry, State
 from local_ovms.unary import run_unary, unary_graph
@@ -174,12 +173,13 @@ class StreamSession:
             yield self._error(str(exc), request.id)
         except Exception as exc:  # a bug here must not end the stream: the client gets an error response
             log.exception("stream request to %r failed", request.model_name)
-            status = grpc.StatusCode.INTERNAL.name
+            error = internal(exc)
+            status = error.status_label
             with self._lock:
                 if self._instance is not None:
                     self._instance.close()
                 self._instance = None
-            yield self._error(f"internal error: {describe(exc)}", request.id)
+            yield self._error(error.message, request.id)
         except GeneratorExit:  # the call ended (cancel, disconnect) while a response was on its way
             status = "CANCELLED"
             raise
@@ -263,8 +263,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             context.abort(exc.code, exc.message)
         except Exception as exc:
             log.exception("infer of %r failed", request.model_name)
-            status = grpc.StatusCode.INTERNAL.name
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {describe(exc)}")
+            error = internal(exc)
+            status = error.status_label
+            context.abort(error.code, error.message)
         finally:
             label = model_label(self._registry, request.model_name)
             metrics.observe_request(label, "grpc", status, time.perf_counter() - started)

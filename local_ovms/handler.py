@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from local_ovms import pyovms as local_pyovms
+from local_ovms.errors import describe
 from local_ovms.graph import Node
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,6 @@ def resolve_pyovms() -> types.ModuleType:
 # What a handler may raise: any exception, and SystemExit too (say, argparse seeing the server's own
 # command line), which ends the call that raised it, not the server.
 HANDLER_FAILURES = (Exception, SystemExit)
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message`` of an exception, for messages shown to operators and clients."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass

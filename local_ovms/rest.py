@@ -22,10 +22,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from local_ovms import kserve, metrics
-from local_ovms.errors import ServeError, invalid
+from local_ovms.errors import ServeError, internal, invalid
 from local_ovms.executor import LoadedGraph, Packet
 from local_ovms.grpc_service import SERVER_NAME, SERVER_VERSION, model_label
-from local_ovms.handler import describe
 from local_ovms.lifecycle import Activity
 from local_ovms.pyovms import DATATYPE_TO_DTYPE
 from local_ovms.registry import Registry, State
@@ -231,7 +230,7 @@ def create_app(registry: Registry, activity: Activity, max_body_bytes: int) -> S
             return _error(exc)
         except Exception as exc:
             log.exception("REST infer of %r failed", name)
-            error = ServeError(grpc.StatusCode.INTERNAL, f"internal error: {describe(exc)}")
+            error = internal(exc)
             status = error.status_label
             return _error(error)
         finally:

@@ -20,14 +20,16 @@ class _Built(Exception):
     """Stops RagService right after it built its engine."""
 
 
+def model_dirs(base: Path) -> dict[str, str]:
+    """Model folders that pass the service's checks (nothing loads them: the models are stood in for)."""
+    (base / "llm").mkdir()
+    (base / "emb").mkdir()
+    (base / "emb" / "openvino_model.xml").write_text("<net/>", encoding="utf-8")
+    return {"LLM_MODEL_DIR": "llm", "EMBEDDING_MODEL_DIR": "emb", "EMBEDDING_POOLING": "mean"}
+
+
 def test_scheduler_settings_reach_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "llm").mkdir()
-    (tmp_path / "emb").mkdir()
-    (tmp_path / "emb" / "openvino_model.xml").write_text("<net/>", encoding="utf-8")
-    env = {
-        "LLM_MODEL_DIR": "llm",
-        "EMBEDDING_MODEL_DIR": "emb",
-        "EMBEDDING_POOLING": "mean",
+    env = model_dirs(tmp_path) | {
         "KV_CACHE_SIZE_GB": "3",
         "MAX_NUM_SEQS": "7",
         "MAX_NUM_BATCHED_TOKENS": "512",
@@ -73,12 +75,8 @@ class _Index:
 def test_docs_txt_edited_during_the_first_build_is_rebuilt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edited: bool
 ) -> None:
-    (tmp_path / "llm").mkdir()
-    (tmp_path / "emb").mkdir()
-    (tmp_path / "emb" / "openvino_model.xml").write_text("<net/>", encoding="utf-8")
     (tmp_path / "docs.txt").write_text("a.md\n", encoding="utf-8")
-    env = {"LLM_MODEL_DIR": "llm", "EMBEDDING_MODEL_DIR": "emb", "EMBEDDING_POOLING": "mean"}
-    env |= {"DOCS_WATCH_DEBOUNCE_S": "0.1", "DOCS_POLL_INTERVAL_S": "0"}
+    env = model_dirs(tmp_path) | {"DOCS_WATCH_DEBOUNCE_S": "0.1", "DOCS_POLL_INTERVAL_S": "0"}
     indexes: list[_Index] = []
 
     def index(docs_file: Path, *args: object) -> _Index:
