@@ -162,8 +162,9 @@ def targets(o: Outcome) -> list[Target]:
             f"{_layer_shares(o)}`pipeline.step()` holds Python's GIL for the whole step, so the server's "
             "Python work for each token (the node's packet, grpcio's send, which waits for each message "
             "to go out, and its completion thread) cannot overlap the inference: each of its wake-ups "
-            "waits for the step to end, and together they lengthen every step. A `step()` that released "
-            "the GIL, or a front end with less Python per token (OVMS's C++ gRPC server), would close it.",
+            "waits for the step to end, and together they lengthen every step. Stepping without the GIL "
+            "(through `generate()`, tried) did not close it: that work then competes with the inference "
+            "for the cores. A front end with less CPU per token (OVMS's C++ gRPC server) would close it.",
             missing("servable", "genai"),
         ),
         _check(
