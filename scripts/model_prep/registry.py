@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model_prep.errors import ModelPrepError
-from model_prep.staging import check_folder_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVABLE_DIR = REPO_ROOT / "servable_stream"
@@ -72,8 +71,7 @@ def spec_from_registry(kind: str, name: str, path: Path = REGISTRY_PATH) -> Mode
 
 def spec_from_model_id(model_id: str, name: str | None, remote_code: bool = False) -> ModelSpec:
     """A spec for any Hugging Face id or local folder; the folder name defaults to its last part."""
-    folder = check_folder_name(name or default_name(model_id).lower())
-    return ModelSpec(name=folder, model_id=model_id, remote_code=remote_code)
+    return ModelSpec(name=name or default_name(model_id).lower(), model_id=model_id, remote_code=remote_code)
 
 
 def default_name(model_id: str) -> str:

@@ -27,6 +27,14 @@ class Rebuilds:
             self.reasons.append(reason)
 
 
+def watched(tmp_path: Path, **settings) -> tuple[Path, Rebuilds, DocsWatcher]:
+    """A docs.txt listing a.md, what the watcher made on it with `settings` rebuilds, and the watcher."""
+    docs = tmp_path / "docs.txt"
+    docs.write_text("a.md\n", encoding="utf-8")
+    rebuilds = Rebuilds()
+    return docs, rebuilds, DocsWatcher(docs, rebuilds, **settings)
+
+
 def save(path: Path, text: str, rename: bool) -> None:
     if rename:  # how most editors save: a new file renamed over the old one
         tmp = path.with_name(".docs.txt.tmp")
@@ -38,10 +46,7 @@ def save(path: Path, text: str, rename: bool) -> None:
 
 @pytest.mark.parametrize("rename", [False, True])
 def test_file_events_rebuild_once_after_the_debounce(tmp_path: Path, rename: bool):
-    docs = tmp_path / "docs.txt"
-    docs.write_text("a.md\n", encoding="utf-8")
-    rebuilds = Rebuilds()
-    watcher = DocsWatcher(docs, rebuilds, debounce_s=0.3, poll_s=0, use_events=True)
+    docs, rebuilds, watcher = watched(tmp_path, debounce_s=0.3, poll_s=0, use_events=True)
     watcher.start()
     try:
         started = time.monotonic()
@@ -60,10 +65,7 @@ def test_file_events_rebuild_once_after_the_debounce(tmp_path: Path, rename: boo
 
 
 def test_polling_notices_changes_without_file_events(tmp_path: Path):
-    docs = tmp_path / "docs.txt"
-    docs.write_text("a.md\n", encoding="utf-8")
-    rebuilds = Rebuilds()
-    watcher = DocsWatcher(docs, rebuilds, debounce_s=0.1, poll_s=0.2, use_events=False)
+    docs, rebuilds, watcher = watched(tmp_path, debounce_s=0.1, poll_s=0.2, use_events=False)
     watcher.start(initial_reason="start")
     try:
         assert wait_for(lambda: rebuilds.reasons == ["start"], timeout=5)
@@ -103,10 +105,7 @@ def test_reading_docs_txt_does_not_wake_the_watcher(tmp_path: Path, monkeypatch:
 @pytest.mark.parametrize("edited", [False, True])
 def test_start_compares_with_the_content_when_the_watcher_was_made(tmp_path: Path, edited: bool):
     """An edit between making the watcher and starting it (the first build) is rebuilt; none is not."""
-    docs = tmp_path / "docs.txt"
-    docs.write_text("a.md\n", encoding="utf-8")
-    rebuilds = Rebuilds()
-    watcher = DocsWatcher(docs, rebuilds, debounce_s=0.1, poll_s=0, use_events=True)
+    docs, rebuilds, watcher = watched(tmp_path, debounce_s=0.1, poll_s=0, use_events=True)
     if edited:
         docs.write_text("a.md\nb.md\n", encoding="utf-8")
     watcher.start()
