@@ -11,7 +11,7 @@ from pathlib import Path
 import openvino_genai as ov_genai
 
 from bench import corpus
-from bench.timing import GenerationResult, RequestTiming, now
+from bench.timing import CpuMeter, GenerationResult, RequestTiming, now
 
 # The scheduler as the servable configures its pipeline by default (KV cache 1 GB, prefix caching).
 CACHE_SIZE_GB = 1
@@ -97,11 +97,12 @@ class GenAI:
 
     def run(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> GenerationResult:
         pipeline = self._load(batching=streams > 1)
-        if streams == 1:
-            requests = [self._plain(pipeline, prompts[r % len(prompts)]) for r in range(rounds)]
-        else:
-            requests = self._batched(pipeline, streams, rounds, prompts)
-        return GenerationResult("genai", streams, requests)
+        with CpuMeter() as cpu:
+            if streams == 1:
+                requests = [self._plain(pipeline, prompts[r % len(prompts)]) for r in range(rounds)]
+            else:
+                requests = self._batched(pipeline, streams, rounds, prompts)
+        return GenerationResult("genai", streams, requests, cpu_s=cpu.used)
 
     def run_with_context(
         self, prompt_tokens: int, rounds: int, prompts: tuple[str, ...], first_round: int = 0
@@ -111,19 +112,20 @@ class GenAI:
         document `first_round + r`."""
         pipeline = self._load(batching=False)
         requests = []
-        for r in range(rounds):
-            # Each request its own document, as retrieval gives each question its own chunks (a context
-            # shared by all requests would be served from the prefix cache).
-            text = corpus.document(first_round + r, 400)
-            filler = self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]
-            question = prompts[r % len(prompts)]
-            room = (
-                prompt_tokens
-                - self._timing(chat_prompt(self.tokenizer, question, "x")).extra["prompt_tokens"]
-            )
-            context = self.tokenizer.decode(filler[: max(room, 1)].tolist())
-            requests.append(self._plain(pipeline, question, context))
-        return GenerationResult("genai + context", 1, requests)
+        with CpuMeter() as cpu:
+            for r in range(rounds):
+                # Each request its own document, as retrieval gives each question its own chunks (a context
+                # shared by all requests would be served from the prefix cache).
+                text = corpus.document(first_round + r, 400)
+                filler = self.tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]
+                question = prompts[r % len(prompts)]
+                room = (
+                    prompt_tokens
+                    - self._timing(chat_prompt(self.tokenizer, question, "x")).extra["prompt_tokens"]
+                )
+                context = self.tokenizer.decode(filler[: max(room, 1)].tolist())
+                requests.append(self._plain(pipeline, question, context))
+        return GenerationResult("genai + context", 1, requests, cpu_s=cpu.used)
 
     def _timing(self, prompt: str) -> RequestTiming:
         tokens = self.tokenizer.encode(prompt, add_special_tokens=False).input_ids.get_shape()[-1]

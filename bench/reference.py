@@ -13,7 +13,7 @@ from pathlib import Path
 from optimum.intel import OVModelForCausalLM
 from transformers import AutoTokenizer, TextIteratorStreamer
 
-from bench.timing import GenerationResult, RequestTiming, now, run_streams
+from bench.timing import CpuMeter, GenerationResult, RequestTiming, now, run_streams
 
 # The OpenVINO settings the reference demo compiled its model with.
 REFERENCE_OV_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": ""}
@@ -55,10 +55,12 @@ class Reference:
 
     def run(self, streams: int, rounds: int, prompts: tuple[str, ...]) -> GenerationResult:
         self._load(streams)
-        requests = run_streams(
-            streams, rounds, prompts, lambda i, q: self._generate(self.instances[i], q, self.max_new_tokens)
-        )
-        return GenerationResult("reference", streams, requests)
+        tokens = self.max_new_tokens
+        with CpuMeter() as cpu:
+            requests = run_streams(
+                streams, rounds, prompts, lambda i, q: self._generate(self.instances[i], q, tokens)
+            )
+        return GenerationResult("reference", streams, requests, cpu_s=cpu.used)
 
     def _generate(self, instance: tuple, question: str, max_new_tokens: int) -> RequestTiming:
         model, tokenizer = instance

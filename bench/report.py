@@ -30,7 +30,9 @@ LEGEND = (
     "servable's RAG prompt (the limit for servable + RAG). "
     "3. reference: one optimum-intel OVModelForCausalLM per stream, HF generate + TextIteratorStreamer "
     "on threads. TTFT and ITL are timed where the tokens are consumed: tritonclient stream callbacks "
-    "for 1, the pipeline's output for 2, the streamer for 3."
+    "for 1, the pipeline's output for 2, the streamer for 3. CPU per token is the CPU time of the "
+    "requests on the same 2 cores: the benchmark process runs the tritonclient clients for 1, the "
+    "pipeline for 2 and the models for 3; the local server process runs the servable for 1."
 )
 # Measured at one stream only, beside their counterpart.
 SINGLE_STREAM_SYSTEMS = ("servable + RAG", "genai + context")
@@ -49,6 +51,8 @@ LAYER_ROWS = (
     ("servable", "+ Python node, local server, gRPC and tritonclient (part 1)"),
 )
 OTHER_COLUMNS = ("Measurement", "Value")
+CPU_TITLE = "CPU per generated token (ms, user + system, all threads)"
+CPU_COLUMNS = ("System", "Streams", "Benchmark process", "Local server process", "Both")
 
 
 @dataclass
@@ -315,9 +319,28 @@ def layer_table(o: Outcome) -> Table:
     return Table("One stream, layer by layer (part 8, no target)", LAYER_COLUMNS, rows)
 
 
+def cpu_table(o: Outcome) -> Table:
+    """CPU per generated token of each system and number of streams, by process."""
+    rows = []
+    for system, label, part in SYSTEMS:
+        for streams in _levels(o.settings, system):
+            summary = o.summary(system, streams)
+            if summary is None:
+                rows.append([label, str(streams), *[o.state(part)] * (len(CPU_COLUMNS) - 2)])
+                continue
+            benchmark, server = summary.get("cpu_ms_benchmark"), summary.get("cpu_ms_server")
+            both = benchmark + server if server is not None else benchmark
+            cells = [_num(benchmark, 2), "-" if server is None else _num(server, 2), _num(both, 2)]
+            rows.append([label, str(streams), *cells])
+    return Table(CPU_TITLE, CPU_COLUMNS, rows)
+
+
 def tables(outcome: Outcome) -> tuple[list[Table], list[Target]]:
     found = targets(outcome)
-    return [generation_table(outcome), target_table(found), other_table(outcome), layer_table(outcome)], found
+    return [
+        generation_table(outcome), target_table(found), cpu_table(outcome), other_table(outcome),
+        layer_table(outcome),
+    ], found  # fmt: skip
 
 
 def print_tables(all_tables: list[Table], console: Console) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.corpus import document
 from bench.server import Server, StreamClient, make_servable_copy
 from bench.settings import PROMPTS, Settings
-from bench.timing import GenerationResult, now, run_streams
+from bench.timing import CpuMeter, GenerationResult, now, run_streams
 
 DOCS_FOLDER = "bench_docs"
 INDEX_FOLDER = ".rag_index"  # the servable's default RAG_INDEX_DIR
@@ -90,14 +90,16 @@ class ServerBench:
         tokens = self.settings.max_new_tokens
         self.server.memory.reset()
         try:
-            requests = run_streams(
-                streams, rounds, prompts, lambda i, q: clients[i].ask(chat_request(q, use_rag, tokens))
-            )
+            with CpuMeter(self.server.process.pid) as cpu:
+                requests = run_streams(
+                    streams, rounds, prompts, lambda i, q: clients[i].ask(chat_request(q, use_rag, tokens))
+                )
         finally:
             for client in clients:
                 client.close()
         self.peak_rss[streams] = max(self.peak_rss.get(streams, 0), self.server.memory.peak())
-        return GenerationResult("servable + RAG" if use_rag else "servable", streams, requests)
+        system = "servable + RAG" if use_rag else "servable"
+        return GenerationResult(system, streams, requests, cpu_s=cpu.used)
 
     # part 7 --------------------------------------------------------------------------------------
     def memory(self) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,7 @@ class GenerationResult:
     streams: int
     requests: list[RequestTiming]
     wall: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CpuMeter.used over the requests
 
     def __post_init__(self) -> None:
         if not self.wall:
@@ -65,28 +67,61 @@ class GenerationResult:
     def combine(cls, parts: list[GenerationResult]) -> GenerationResult:
         """One result from the same system's rounds run separately."""
         requests = [timing for part in parts for timing in part.requests]
-        return cls(parts[0].system, parts[0].streams, requests, sum(part.wall for part in parts))
+        cpu = {key: sum(part.cpu_s.get(key, 0.0) for part in parts) for key in parts[0].cpu_s}
+        return cls(parts[0].system, parts[0].streams, requests, sum(part.wall for part in parts), cpu)
 
     def _median_extra(self, key: str) -> float:
         return percentile([r.extra[key] for r in self.requests if key in r.extra], 50)
 
     def summary(self) -> dict[str, float]:
-        """TTFT and inter-token latency percentiles (ms), tokens/s per stream and in aggregate, and the
-        median prompt length and retrieval time (ms) where the requests report them."""
+        """TTFT and inter-token latency percentiles (ms), tokens/s per stream and in aggregate, the
+        median prompt length and retrieval time (ms) where the requests report them, and the CPU ms
+        per generated token of each process measured."""
         ttft = [r.ttft * 1000 for r in self.requests]
         itl = [gap * 1000 for r in self.requests for gap in r.inter_token]
-        return {
+        tokens = sum(r.tokens for r in self.requests)
+        cpu = {f"cpu_ms_{key}": 1000 * used / tokens for key, used in self.cpu_s.items() if tokens}
+        return cpu | {
             "ttft_p50": percentile(ttft, 50),
             "ttft_p95": percentile(ttft, 95),
             "itl_p50": percentile(itl, 50),
             "itl_p95": percentile(itl, 95),
             "decode_tps": float(np.mean([r.decode_tokens_per_s for r in self.requests])),
             "stream_tps": float(np.mean([r.tokens / (r.end - r.start) for r in self.requests])),
-            "aggregate_tps": sum(r.tokens for r in self.requests) / self.wall,
+            "aggregate_tps": tokens / self.wall,
             "prompt_tokens": self._median_extra("prompt_tokens"),
             "retrieval_ms": self._median_extra("retrieval_ms"),
             "tokens": float(np.mean([r.tokens for r in self.requests])),
         }
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process `pid` has used so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used while open, in `used`: by this process ("benchmark": the clients, GenAI or the
+    reference models) and, given its pid, by the local server ("server")."""
+
+    def __init__(self, server_pid: int | None = None) -> None:
+        self._server_pid = server_pid
+        self.used: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        times = {"benchmark": time.process_time()}
+        if self._server_pid is not None:
+            times["server"] = process_cpu_s(self._server_pid)
+        return times
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.used = {key: value - self._start[key] for key, value in self._read().items()}
 
 
 def run_streams(

@@ -66,6 +66,18 @@ def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
     for row in found[1:]:
         assert row[3] in ("PASS", "MISS") and row[1] != "n/a", row
 
+    cpu = tables["CPU per generated token (ms, user + system, all threads)"]
+    assert cpu[0] == ["System", "Streams", "Benchmark process", "Local server process", "Both"]
+    assert [(row[0], row[1]) for row in cpu[1:]] == expected
+    for row in cpu[1:]:
+        benchmark, server, both = row[2:]
+        assert NUMBER.match(benchmark) and float(benchmark) > 0, row
+        if row[0].startswith("1. "):  # the servable: its client here, the server in its own process
+            assert NUMBER.match(server) and float(server) > 0, row
+            assert float(both) == pytest.approx(float(benchmark) + float(server), abs=0.011), row
+        else:
+            assert server == "-" and both == benchmark, row
+
     other = tables["Retrieval, indexing, reload, memory"]
     assert other[0] == ["Measurement", "Value"]
     assert [row[0][:3] for row in other[1:]] == ["4. ", "5a.", "5a.", "5b.", "5b.", "6. ", "7. ", "7. "]
