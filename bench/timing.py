@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import psutil
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -95,25 +95,21 @@ class GenerationResult:
         }
 
 
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) process `pid` has used so far."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
-    """CPU seconds used while open, in `used`: by this process ("benchmark": the clients, GenAI or the
-    reference models) and, given its pid, by the local server ("server")."""
+    """CPU seconds (user + system, all threads) used while open, in `used`: by this process
+    ("benchmark": the clients, GenAI or the reference models) and, given its pid, by the local server
+    ("server")."""
 
     def __init__(self, server_pid: int | None = None) -> None:
-        self._server_pid = server_pid
+        self._server = psutil.Process(server_pid) if server_pid is not None else None
         self.used: dict[str, float] = {}
 
     def _read(self) -> dict[str, float]:
+        # time.process_time() counts in ns; the kernel's per-process counters in clock ticks (10 ms).
         times = {"benchmark": time.process_time()}
-        if self._server_pid is not None:
-            times["server"] = process_cpu_s(self._server_pid)
+        if self._server is not None:
+            cpu = self._server.cpu_times()
+            times["server"] = cpu.user + cpu.system
         return times
 
     def __enter__(self) -> CpuMeter:
