@@ -4,7 +4,7 @@ A single background thread steps the pipeline while requests exist and sleeps on
 otherwise. After each step it reads the new token ids of every request, turns them into text (see
 `detokenizer`), and puts each request's text into that request's queue; the stream's thread blocks
 on its queue (no thread polls). `pipeline.step()` holds the GIL throughout, so the stepping thread
-makes room (waits on its condition) for requests being prepared and for first pieces to be sent.
+makes room (waits on its condition) for requests being prepared and for pieces to be sent.
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ CLEANUP_STEPS = 2
 # step, so they join the batch within a step or two instead of trickling in over many.
 ARRIVAL_WAIT_S = 0.02
 ARRIVAL_MAX_AGE_S = 2.0
-# A request's first text is sent before the next step, not after it (one step less to the first
-# token): the stepping thread waits up to this long for the readers to take it. Later pieces are not
-# waited for, which at 16 streams would cost more in throughput than the latency it saves.
-FIRST_PIECE_WAIT_S = 0.005
+# Text is sent before the next step, not after it: the stepping thread waits up to SEND_WAIT_S for
+# the readers it gave text to to come back for more. It always waits for a request's first text (one
+# step less to the first token), and for all text while a step feeds at most SEND_WAIT_MAX_READERS
+# (the next piece is not held back a step). With more readers the wait costs more throughput than
+# the latency it saves.
+SEND_WAIT_S = 0.005
+SEND_WAIT_MAX_READERS = 4
 # The first prefill of a prompt this long sets up OpenVINO's kernels for it (about 1 s for SmolLM2 on
 # 2 cores; a short prompt sets up only part of it), so the engine runs one before it serves.
 WARM_UP_PROMPT_TOKENS = 512
@@ -116,8 +119,8 @@ class Generation:
         done = False
         while not done:
             texts: list[str] = []
+            self._engine._back(self)
             item = self._queue.get()
-            self._engine._taken(self)
             while True:
                 if item is _DONE:
                     done = True
@@ -176,7 +179,7 @@ class Engine:
         self._stopping = False
         self._cleanup = 0
         self._arrivals: set[Arrival] = set()
-        self._unread: set[Generation] = set()
+        self._sending: set[Generation] = set()
         self._warm_up()
         self._thread = threading.Thread(target=self._run, name="llm-stepper", daemon=True)
         self._thread.start()
@@ -282,7 +285,7 @@ class Engine:
             try:
                 self.pipeline.step()
                 finished = self._deliver(batch)
-                self._make_room_for_first_pieces()
+                self._make_room_for_sends()
             except Exception:
                 log.exception("LLM pipeline step failed; ending the requests in it")
                 self._end_all("error")
@@ -305,34 +308,35 @@ class Engine:
                 return
             self._cond.wait(remaining)
 
-    def _taken(self, generation: Generation) -> None:
-        """`generation`'s reader took text from its queue (called by the reader)."""
-        if generation in self._unread:
+    def _back(self, generation: Generation) -> None:
+        """`generation`'s reader is back for more text, the last sent (called by the reader)."""
+        if generation in self._sending:
             with self._cond:
-                self._unread.discard(generation)
-                if not self._unread:
+                self._sending.discard(generation)
+                if not self._sending:
                     self._cond.notify()
 
-    def _make_room_for_first_pieces(self) -> None:
-        """Wait (releasing the GIL) until the readers of the step's first pieces took them, up to
-        FIRST_PIECE_WAIT_S."""
-        if not self._unread:
+    def _make_room_for_sends(self) -> None:
+        """Wait (releasing the GIL) until the readers in `_sending` are back, up to SEND_WAIT_S."""
+        if not self._sending:
             return
         with self._cond:
-            self._cond.wait_for(lambda: not self._unread or self._stopping, FIRST_PIECE_WAIT_S)
-            self._unread = set()
+            self._cond.wait_for(lambda: not self._sending or self._stopping, SEND_WAIT_S)
+            self._sending = set()
 
     def _deliver(self, batch: list[Generation]) -> list[Generation]:
-        """Read the step's tokens, decode them, queue the text (the requests given their first text
-        become `_unread`), and end the requests that are over; returns those."""
+        """Read the step's tokens, decode them, queue the text (the readers to wait for become
+        `_sending`), and end the requests that are over; returns those."""
         ends = [generation.pump() for generation in batch]
         decoding = [(g, end is not None) for g, end in zip(batch, ends, strict=True) if g.tokens.pending]
         texts = self.detokenizer.decode([(g.tokens, final) for g, final in decoding])
         deliveries = [(g, text) for (g, _), text in zip(decoding, texts, strict=True) if text]
-        first = [g for g, _ in deliveries if not g.started_streaming]
-        if first:
+        ending = {g for g, final in decoding if final}  # their readers will not be back
+        few = len(deliveries) <= SEND_WAIT_MAX_READERS
+        sending = {g for g, _ in deliveries if g not in ending and (few or not g.started_streaming)}
+        if sending:
             with self._cond:
-                self._unread = set(first)  # before the texts are put: a reader may take them at once
+                self._sending = sending  # before the texts are put: a reader may take them at once
         for generation, text in deliveries:
             generation.started_streaming = True
             generation.put(text)

@@ -155,9 +155,9 @@ class StepCounter:
         return getattr(self._pipeline, name)
 
 
-def test_the_first_piece_is_taken_before_the_next_step(engine, monkeypatch):
+def test_the_first_piece_is_sent_before_the_next_step(engine, monkeypatch):
     # step() holds the GIL: without the wait the reader would get its first text after another step.
-    monkeypatch.setattr(engine_module, "FIRST_PIECE_WAIT_S", 5.0)  # room for a slow CI machine
+    monkeypatch.setattr(engine_module, "SEND_WAIT_S", 5.0)  # room for a slow CI machine
     counter = StepCounter(engine.pipeline)
     monkeypatch.setattr(engine, "pipeline", counter)
     steps_to_first_piece = []
@@ -171,3 +171,25 @@ def test_the_first_piece_is_taken_before_the_next_step(engine, monkeypatch):
         list(pieces)
         assert generation.generated_tokens == 16
     assert steps_to_first_piece == [1] * len(QUESTIONS)  # the prompt's prefill step, nothing after it
+
+
+@pytest.mark.parametrize("max_readers", [engine_module.SEND_WAIT_MAX_READERS, 0])
+def test_each_piece_is_sent_before_the_next_step_while_few_read(engine, monkeypatch, max_readers):
+    # With few readers each piece is taken before the next step; with none allowed (as with many
+    # readers) only the first is, and later pieces wait for a step to end before their reader runs.
+    monkeypatch.setattr(engine_module, "SEND_WAIT_S", 5.0)  # room for a slow CI machine
+    monkeypatch.setattr(engine_module, "SEND_WAIT_MAX_READERS", max_readers)
+    counter = StepCounter(engine.pipeline)
+    monkeypatch.setattr(engine, "pipeline", counter)
+    config = engine.generation_config(24, 0.0, 1.0, None, True)
+    generation = engine.submit(engine.encode(QUESTIONS[0]), config)
+    submitted_after = counter.started  # no step runs meanwhile (GIL)
+    steps_ahead = []  # steps started beyond the tokens generated, as the reader gets each piece
+    for _ in generation.pieces():
+        steps_ahead.append(counter.started - submitted_after - generation.generated_tokens)
+    assert generation.generated_tokens == 24
+    steps_ahead.pop()  # the last piece is not waited for: its reader will not be back
+    if max_readers:
+        assert steps_ahead == [0] * len(steps_ahead)  # one token per step, no step started beyond it
+    else:
+        assert steps_ahead[0] == 0 and max(steps_ahead) > 0
