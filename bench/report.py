@@ -140,10 +140,7 @@ def _layer_shares(o: Outcome) -> str:
     )
 
 
-FRONT_END_FIX = (
-    "A front end with less CPU per token (OVMS's C++ gRPC server), with the clients on another machine, "
-    "would close it."
-)
+FRONT_END_FIX = "A front end with less CPU per token (OVMS's C++ gRPC server) would close it."
 
 
 def _cpu_split(servable: dict, genai: dict) -> str:
