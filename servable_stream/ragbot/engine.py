@@ -44,7 +44,7 @@ ARRIVAL_MAX_AGE_S = 2.0
 # the readers it gave text to to come back for more. It always waits for a request's first text (one
 # step less to the first token), and for all text while a step feeds at most SEND_WAIT_MAX_READERS
 # (the next piece is not held back a step). With more readers the wait costs more throughput than
-# the latency it saves.
+# the latency it saves. A reader not back in time is not waited for again until it is back.
 SEND_WAIT_S = 0.005
 SEND_WAIT_MAX_READERS = 4
 # The first prefill of a prompt this long sets up OpenVINO's kernels for it (about 1 s for SmolLM2 on
@@ -180,6 +180,7 @@ class Engine:
         self._cleanup = 0
         self._arrivals: set[Arrival] = set()
         self._sending: set[Generation] = set()
+        self._late: set[Generation] = set()  # readers not back within SEND_WAIT_S
         self._warm_up()
         self._thread = threading.Thread(target=self._run, name="llm-stepper", daemon=True)
         self._thread.start()
@@ -310,11 +311,13 @@ class Engine:
 
     def _back(self, generation: Generation) -> None:
         """`generation`'s reader is back for more text, the last sent (called by the reader)."""
-        if generation in self._sending:
+        if generation in self._sending or generation in self._late:
             with self._cond:
-                self._sending.discard(generation)
-                if not self._sending:
-                    self._cond.notify()
+                self._late.discard(generation)
+                if generation in self._sending:
+                    self._sending.discard(generation)
+                    if not self._sending:
+                        self._cond.notify()
 
     def _make_room_for_sends(self) -> None:
         """Wait (releasing the GIL) until the readers in `_sending` are back, up to SEND_WAIT_S."""
@@ -322,6 +325,7 @@ class Engine:
             return
         with self._cond:
             self._cond.wait_for(lambda: not self._sending or self._stopping, SEND_WAIT_S)
+            self._late |= self._sending
             self._sending = set()
 
     def _deliver(self, batch: list[Generation]) -> list[Generation]:
@@ -333,10 +337,13 @@ class Engine:
         deliveries = [(g, text) for (g, _), text in zip(decoding, texts, strict=True) if text]
         ending = {g for g, final in decoding if final}  # their readers will not be back
         few = len(deliveries) <= SEND_WAIT_MAX_READERS
-        sending = {g for g, _ in deliveries if g not in ending and (few or not g.started_streaming)}
-        if sending:
-            with self._cond:
-                self._sending = sending  # before the texts are put: a reader may take them at once
+        with self._cond:  # before the texts are put: a reader may take them at once
+            self._late.intersection_update(batch)  # the rest left the pipeline
+            self._sending = {
+                g
+                for g, _ in deliveries
+                if g not in ending and g not in self._late and (few or not g.started_streaming)
+            }
         for generation, text in deliveries:
             generation.started_streaming = True
             generation.put(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import openvino_genai as ov_genai
@@ -193,3 +194,17 @@ def test_each_piece_is_sent_before_the_next_step_while_few_read(engine, monkeypa
         assert steps_ahead == [0] * len(steps_ahead)  # one token per step, no step started beyond it
     else:
         assert steps_ahead[0] == 0 and max(steps_ahead) > 0
+
+
+def test_a_reader_that_stops_reading_is_waited_for_once(engine, monkeypatch):
+    monkeypatch.setattr(engine_module, "SEND_WAIT_S", 2.0)
+    config = engine.generation_config(24, 0.0, 1.0, None, True)
+    stalled = engine.submit(engine.encode(QUESTIONS[1]), config)
+    stalled_pieces = stalled.pieces()
+    next(stalled_pieces)  # takes its first piece, then stops reading for a while
+    reading = engine.submit(engine.encode(QUESTIONS[0]), config)
+    started = time.monotonic()
+    assert "".join(reading.pieces()) and reading.generated_tokens == 24
+    # One 2 s wait for the stalled reader, not one in each of the 24 steps (48 s).
+    assert time.monotonic() - started < 12
+    assert "".join(stalled_pieces) and stalled.generated_tokens == 24  # nothing lost meanwhile
