@@ -204,7 +204,9 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
         finally:
             active.finish(request.session_hash, stream)
         if cleared():
-            return  # write nothing back
+            # An update sent before the clear can reach the page after the clear's own: end cleared.
+            yield [], [], gr.skip()
+            return
 
         footer = answer_footer(end, stream.cancelled, error)
         shown = "\n\n".join(part for part in (text, footer) if part)
