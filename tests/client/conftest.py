@@ -32,6 +32,11 @@ CHROMIUM_ARGS = [
 ]
 # Seconds between two words of the slow servable: slow enough to watch, fast enough for tests.
 WORD_DELAY_S = 0.05
+# The slow servable answers a question with "cite the sources" in it with a fixed answer and grounding.
+GROUNDED_QUESTION = "How long does it fly? Please cite the sources."
+GROUNDED_ANSWER = (
+    "The HT-7 flies 47 minutes [1] and its motors last 1,200 hours. After 1,200 hours, send it to Lima [3]."
+)
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ Answers "[turn N] word1 word2 ..." (N = user messages received, max_new_tokens w
 one word every CLIENT_TEST_DELAY_S seconds (default 0.05), after `sources` and before `end_signal`.
 Every request is appended to $CLIENT_TEST_LOG_DIR/requests.jsonl; a generator closed before its end
 (a cancelled stream) appends a line to $CLIENT_TEST_LOG_DIR/cancelled.jsonl.
-A question containing "please fail" fails at once; "fail midway" fails after three words.
+A question containing "please fail" fails at once; "fail midway" fails after three words; "cite the
+sources" gets GROUNDED_ANSWER (word by word, then finish_reason "stop") and an end_signal with the
+grounding the real servable would send for it against the sources' "text".
 With CLIENT_TEST_FAIL_INITIALIZE set, initialize fails, so the graph is never ready.
 """
 
@@ -14,6 +16,13 @@ import time
 from pathlib import Path
 
 from pyovms import Tensor
+
+GROUNDED_MARKER = "cite the sources"
+# Cites source 1 and a source that does not exist; 1,200 (twice) and Lima are in no source's text.
+GROUNDED_ANSWER = (
+    "The HT-7 flies 47 minutes [1] and its motors last 1,200 hours. After 1,200 hours, send it to Lima [3]."
+)
+GROUNDING = {"facts": 5, "unsupported": ["1,200", "1,200", "Lima"], "citations": [1], "refused": False}
 
 
 def decode_prompt(data: bytes) -> str:
@@ -59,35 +68,52 @@ class OvmsPythonModel:
     def answer(self, request: dict, question: str):
         started = time.perf_counter()
         turn = sum(1 for message in request["messages"] if message["role"] == "user")
-        words = int(request.get("max_new_tokens", 12))
+        if GROUNDED_MARKER in question:
+            first, *rest = GROUNDED_ANSWER.split(" ")
+            pieces = [first, *(f" {word}" for word in rest)]
+            finish_reason, checked = "stop", {"grounding": GROUNDING}
+        else:
+            words = int(request.get("max_new_tokens", 12))
+            pieces = [f"[turn {turn}] word1" if index == 0 else f" word{index + 1}" for index in range(words)]
+            finish_reason, checked = "length", {}
         sources = []
         if request.get("use_rag", True):
             sources = [
-                {"document": "guide/setup.md", "title": "Setup guide", "snippet": f"About: {question}"},
-                {"document": "https://example.com/faq", "title": "FAQ", "snippet": "Frequent questions."},
+                {
+                    "document": "guide/setup.md",
+                    "title": "Setup guide",
+                    "snippet": f"About: {question}",
+                    "score": 0.91,
+                    "text": f"About: {question} The HT-7 flies 47 minutes on one battery.",
+                },
+                {
+                    "document": "https://example.com/faq",
+                    "title": "FAQ",
+                    "snippet": "Frequent questions.",
+                    "score": 0.42,
+                    "text": "Frequent questions. The battery charges in 90 minutes.",
+                },
             ]
-            for source, score in zip(sources, (0.91, 0.42), strict=True):
-                source["score"] = score
         sent = 0
         try:
             yield text_tensor("sources", json.dumps(sources))
             first_token_at = None
-            for index in range(words):
+            for index, piece in enumerate(pieces):
                 if "fail midway" in question and index == 3:
                     raise RuntimeError("the test servable failed in the middle of the answer")
                 time.sleep(self.delay)
-                piece = f"[turn {turn}] word1" if index == 0 else f" word{index + 1}"
                 first_token_at = first_token_at or time.perf_counter()
                 sent += 1
                 yield text_tensor("completion", piece)
             elapsed = time.perf_counter() - started
             end = {
-                "finish_reason": "length",
+                "finish_reason": finish_reason,
                 "prompt_tokens": sum(len(m["content"].split()) for m in request["messages"]),
-                "generated_tokens": words,
+                "generated_tokens": len(pieces),
                 "ttft_ms": round(((first_token_at or time.perf_counter()) - started) * 1000, 3),
-                "tokens_per_s": round(words / elapsed, 3) if elapsed > 0 else 0.0,
+                "tokens_per_s": round(len(pieces) / elapsed, 3) if elapsed > 0 else 0.0,
                 "retrieval_ms": 0.0,
+                **checked,
             }
             yield text_tensor("end_signal", json.dumps(end))
         except GeneratorExit:
