@@ -30,12 +30,14 @@ Message = dict[str, str]
 
 @dataclass(frozen=True)
 class Source:
-    """One retrieved document chunk the answer is based on."""
+    """One retrieved document chunk the answer is based on; `text` is the passage as the model was given
+    it (empty from a servable that does not send it), `snippet` its beginning."""
 
     document: str
     title: str
     snippet: str
     score: float
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,51 @@ class TextPiece:
 
 
 @dataclass(frozen=True)
+class Grounding:
+    """The servable's check of the answer against its sources, so that clients can show how far to trust
+    it: how many numbers and names it states (`facts`), the ones no source holds (`unsupported`, exact
+    substrings of the answer, in answer order), the source numbers it cites as [n] (`citations`), and
+    whether it says that the documents do not cover the question (`refused`)."""
+
+    facts: int
+    unsupported: tuple[str, ...]
+    citations: tuple[int, ...]
+    refused: bool
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The unsupported facts once each, in answer order: the list people read."""
+        return tuple(dict.fromkeys(self.unsupported))
+
+
+def parse_grounding(value: object) -> Grounding | None:
+    """The end_signal's `grounding`, or None when it is absent (an older servable) or malformed: a wrong
+    check must not cost the answer, and clients then show nothing extra."""
+    if not isinstance(value, dict):
+        return None
+    facts, unsupported, citations, refused = (
+        value.get(key) for key in ("facts", "unsupported", "citations", "refused")
+    )
+
+    def whole(number: object) -> bool:
+        return isinstance(number, int) and not isinstance(number, bool) and number >= 0
+
+    if not (
+        whole(facts)
+        and isinstance(unsupported, list)
+        and all(isinstance(fact, str) and fact.strip() for fact in unsupported)
+        and isinstance(citations, list)
+        and all(whole(number) and number >= 1 for number in citations)
+        and isinstance(refused, bool)
+    ):
+        return None
+    return Grounding(facts, tuple(unsupported), tuple(citations), refused)
+
+
+@dataclass(frozen=True)
 class EndSignal:
-    """The `end_signal` output: the answer is over; why, and how fast it was."""
+    """The `end_signal` output: the answer is over; why, how fast it was, and its grounding (None when
+    the servable does not check answers)."""
 
     finish_reason: str
     prompt_tokens: int = 0
@@ -62,6 +107,7 @@ class EndSignal:
     ttft_ms: float = 0.0
     tokens_per_s: float = 0.0
     retrieval_ms: float = 0.0
+    grounding: Grounding | None = None
 
     def summary(self) -> str:
         """One line of timing for people: time to first token, speed, size."""
@@ -148,6 +194,7 @@ def parse_output(name: str, payload: bytes) -> Event | None:
                     title=str(item.get("title", "")),
                     snippet=str(item.get("snippet", "")),
                     score=float(item.get("score", 0.0)),
+                    text=str(item.get("text", "")),
                 )
                 for item in items
             )
@@ -161,6 +208,7 @@ def parse_output(name: str, payload: bytes) -> Event | None:
             ttft_ms=float(fields.get("ttft_ms", 0.0)),
             tokens_per_s=float(fields.get("tokens_per_s", 0.0)),
             retrieval_ms=float(fields.get("retrieval_ms", 0.0)),
+            grounding=parse_grounding(fields.get("grounding")),
         )
     return None
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+
+import pytest
 
 from client.ovms_client import (
     EndSignal,
     GenerationSettings,
+    Grounding,
     OvmsClient,
     Sources,
     StreamError,
     TextPiece,
     build_request,
+    parse_output,
 )
-from tests.client.conftest import SLOW_CONFIG, WORD_DELAY_S
+from tests.client.conftest import GROUNDED_ANSWER, GROUNDED_QUESTION, SLOW_CONFIG, WORD_DELAY_S
 
 QUESTION = [{"role": "user", "content": "How do I set it up?"}]
 DEFAULTS = GenerationSettings()
@@ -36,6 +41,7 @@ def test_answer_streams_sources_then_pieces_then_end_signal(slow_server):
     assert [s.document for s in events[0].items] == ["guide/setup.md", "https://example.com/faq"]
     assert events[0].items[0].score == 0.91
     assert events[0].items[0].snippet == "About: How do I set it up?"
+    assert events[0].items[0].text == "About: How do I set it up? The HT-7 flies 47 minutes on one battery."
     pieces = events[1:-1]
     assert all(isinstance(e, TextPiece) for e in pieces)
     assert "".join(p.text for p in pieces) == "[turn 1] " + " ".join(f"word{i}" for i in range(1, 13))
@@ -43,6 +49,7 @@ def test_answer_streams_sources_then_pieces_then_end_signal(slow_server):
     assert isinstance(end, EndSignal)
     assert end.finish_reason == "length" and end.generated_tokens == 12
     assert end.ttft_ms > 0 and end.tokens_per_s > 0
+    assert end.grounding is None  # the servable did not check this answer
     # Token by token: the pieces arrive spread over the answer, not all at once at the end.
     piece_times = [t for t, e in timed if isinstance(e, TextPiece)]
     assert piece_times[-1] - piece_times[0] > 0.5 * 11 * WORD_DELAY_S
@@ -63,6 +70,56 @@ def test_plain_question_goes_as_plain_text_and_the_rest_as_json(slow_server):
     assert structured == {"messages": history, "max_new_tokens": 3, "use_rag": False, "format": "json"}
     assert events[0] == Sources(())
     assert "".join(e.text for e in events if isinstance(e, TextPiece)) == "[turn 2] word1 word2 word3"
+
+
+def test_grounding_of_the_answer_comes_with_the_end_signal(slow_server):
+    events = [
+        e
+        for _, e in collect(
+            OvmsClient(slow_server.grpc_url), [{"role": "user", "content": GROUNDED_QUESTION}]
+        )
+    ]
+
+    assert "".join(e.text for e in events if isinstance(e, TextPiece)) == GROUNDED_ANSWER
+    end = events[-1]
+    assert isinstance(end, EndSignal) and end.finish_reason == "stop"
+    assert end.grounding == Grounding(5, ("1,200", "1,200", "Lima"), (1,), False)
+    assert end.grounding.missing == ("1,200", "Lima")
+
+
+END = {"finish_reason": "stop", "generated_tokens": 9}
+
+
+@pytest.mark.parametrize(
+    "grounding",
+    [
+        "not an object",
+        {"unsupported": [], "citations": [], "refused": False},
+        {"facts": "2", "unsupported": [], "citations": [], "refused": False},
+        {"facts": True, "unsupported": [], "citations": [], "refused": False},
+        {"facts": 2, "unsupported": "1,200", "citations": [], "refused": False},
+        {"facts": 2, "unsupported": [1200], "citations": [], "refused": False},
+        {"facts": 2, "unsupported": [""], "citations": [], "refused": False},
+        {"facts": 2, "unsupported": [], "citations": [0], "refused": False},
+        {"facts": 2, "unsupported": [], "citations": ["1"], "refused": False},
+        {"facts": 2, "unsupported": [], "citations": [], "refused": "no"},
+        None,
+    ],
+)
+def test_malformed_or_absent_grounding_is_none_and_the_end_signal_stands(grounding):
+    end = parse_output("end_signal", json.dumps({**END, "grounding": grounding}).encode())
+    assert end == EndSignal("stop", generated_tokens=9)
+
+
+def test_grounding_is_read_and_unknown_fields_in_it_ignored():
+    grounding = {"facts": 2, "unsupported": ["Lima"], "citations": [2], "refused": True, "new": 1}
+    end = parse_output("end_signal", json.dumps({**END, "grounding": grounding}).encode())
+    assert end.grounding == Grounding(2, ("Lima",), (2,), True)
+
+
+def test_a_source_without_text_has_an_empty_one():
+    sources = parse_output("sources", b'[{"document": "a.md", "title": "A", "snippet": "S", "score": 0.5}]')
+    assert sources.items[0].text == "" and sources.items[0].snippet == "S"
 
 
 def test_a_question_that_looks_like_json_is_wrapped_in_the_json_request():
