@@ -1,6 +1,8 @@
 """Command-line chat: `python -m client.cli "question"`, or no question for an interactive session.
 
-The answer streams to stdout, its sources follow it. Ctrl-C stops the answer in the server too.
+The answer streams to stdout; then, when the servable checks answers, a line naming its numbers and
+names that no source holds; then its sources, numbered [n] as the answer cites them. Ctrl-C stops the
+answer in the server too.
 Exit codes: 0 ok, 1 the server returned an error, 2 bad command line or question (not valid UTF-8),
 3 the server is not reachable, 130 stopped by Ctrl-C, 141 the output was closed before the end (`| head`;
 the answer is cancelled in the server too).
@@ -19,6 +21,7 @@ from client.ovms_client import (
     DEFAULT_URL,
     EndSignal,
     GenerationSettings,
+    Grounding,
     Message,
     OvmsClient,
     Sources,
@@ -32,6 +35,8 @@ EXIT_BAD_INPUT = 2  # as argparse exits for a bad command line
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 EXIT_OUTPUT_CLOSED = 141  # as a shell reports a process ended by SIGPIPE
+HIGHLIGHT = "\x1b[1;33m"  # bold yellow
+RESET = "\x1b[0m"
 
 
 @dataclass
@@ -55,6 +60,17 @@ def format_sources(sources: Sources) -> str:
         if snippet:
             lines.append(f"      {snippet}")
     return "\n".join(lines)
+
+
+def use_color(out: TextIO) -> bool:
+    """ANSI colors on a terminal only (not in a file or a pipe), unless NO_COLOR asks for none."""
+    return out.isatty() and not os.environ.get("NO_COLOR")
+
+
+def unsupported_line(grounding: Grounding, color: bool) -> str:
+    """The answer's facts that no source holds, highlighted on a terminal so that they are not missed."""
+    line = f"not found in the sources: {', '.join(grounding.missing)}"
+    return f"{HIGHLIGHT}{line}{RESET}" if color else line
 
 
 def text_problem(question: str) -> str | None:
@@ -100,6 +116,9 @@ def ask(
     turn.answer = "".join(pieces)
     if turn.answer:
         out.write("\n")
+    grounding = turn.end.grounding if turn.end else None
+    if grounding is not None and grounding.missing:
+        out.write(unsupported_line(grounding, use_color(out)) + "\n")
     if turn.sources and turn.sources.items:
         out.write(format_sources(turn.sources) + "\n")
     if turn.end is not None:
