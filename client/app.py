@@ -1,12 +1,15 @@
 """Gradio chat page for the RAG chatbot.
 
 `python client/app.py --web_url localhost:9001 --ovms_url localhost:9000 [--model_name python_model]`
-Answers stream token by token over KServe gRPC; the conversation so far goes with each question.
+Answers stream token by token over KServe gRPC, shown as plain text; the conversation so far goes with
+each question. When the servable checks answers, the numbers and names that no source holds are
+highlighted and the citations [n] refer to the sources, numbered to match.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import math
 import re
 import threading
@@ -21,6 +24,7 @@ from client.ovms_client import (
     AnswerStream,
     EndSignal,
     GenerationSettings,
+    Grounding,
     Message,
     OvmsClient,
     ServerStatus,
@@ -39,6 +43,11 @@ EXAMPLES = [
 ]
 WAITING = "…"
 ChatValue = list[dict[str, Any]]
+MARKDOWN_SIGNS = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<&$])")
+# Indentation would make a line Markdown code, where escapes show as backslashes.
+LINE_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
+CITATION = r"\[(?P<citation>\d+)\]"
+UNSUPPORTED_HINT = "not found in the sources"
 
 
 class ActiveAnswers:
@@ -98,13 +107,54 @@ class SharedStatus:
             return self._status
 
 
-def plain(text: str) -> str:
+def escaped(text: str) -> str:
     """Text shown as is in Markdown: every punctuation mark that Markdown (or LaTeX) could read escaped."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|>~<&$])", r"\\\1", " ".join(text.split()))
+    return MARKDOWN_SIGNS.sub(r"\\\1", text)
+
+
+def plain(text: str) -> str:
+    """Text shown as is, on one line."""
+    return escaped(" ".join(text.split()))
+
+
+def fact_pattern(fact: str) -> str:
+    """`fact` as a regex that does not match inside a longer number or word, as "1,200" in "11,200"
+    or "Lima" in "Limassol" would."""
+
+    def same_kind(char: str) -> str:
+        return r"\d" if char.isdigit() else r"[^\W\d_]" if char.isalpha() else ""
+
+    before, after = same_kind(fact[0]), same_kind(fact[-1])
+    return (f"(?<!{before})" if before else "") + re.escape(fact) + (f"(?!{after})" if after else "")
+
+
+def answer_markdown(text: str, grounding: Grounding | None = None, sources: Sources | None = None) -> str:
+    """The answer shown as is, line breaks kept. With the servable's grounding, the citations [n] of
+    existing sources become superscripts titled with the source, and every occurrence of a fact that no
+    source holds is highlighted; the text is escaped first, so only these tags are ever read as HTML."""
+    text = LINE_INDENT.sub("", text)
+    if grounding is None:
+        return escaped(text)
+    items = sources.items if sources else ()
+    facts = sorted(set(grounding.unsupported), key=len, reverse=True)  # "1,200.5" before "1,200"
+    pattern = re.compile("|".join([CITATION, *map(fact_pattern, facts)]))
+    shown, done = [], 0
+    for match in pattern.finditer(text):
+        part = escaped(match[0])
+        if match["citation"] is None:
+            part = f'<mark class="unsupported" title="{UNSUPPORTED_HINT}">{part}</mark>'
+        elif (number := int(match["citation"])) in grounding.citations and number <= len(items):
+            source = items[number - 1]
+            title = html.escape(f"source {number}: {source.title or source.document}")
+            part = f'<sup class="citation" title="{title}">{part}</sup>'
+        shown += [escaped(text[done : match.start()]), part]
+        done = match.end()
+    return "".join([*shown, escaped(text[done:])])
 
 
 def sources_markdown(sources: Sources) -> str:
-    """Each source: its document (a link when it is a URL), relevance score and snippet."""
+    """Each source, numbered [n] as the answer cites it: its document (a link when it is a URL), relevance
+    score and the passage the model was given (its snippet from a servable that does not send it)."""
     blocks = []
     for number, source in enumerate(sources.items, 1):
         name = plain(source.title or source.document)
@@ -114,7 +164,8 @@ def sources_markdown(sources: Sources) -> str:
             label = f"**{name}** ({plain(source.document)})"
         else:
             label = f"**{name}**"
-        blocks.append(f"{number}. {label} · score {source.score:.2f}\n\n   > {plain(source.snippet)}")
+        passage = plain(source.text or source.snippet)
+        blocks.append(f"**\\[{number}\\]** {label} · score {source.score:.2f}\n\n> {passage}")
     return "\n\n".join(blocks)
 
 
@@ -139,6 +190,10 @@ def answer_footer(end: EndSignal | None, stopped: bool, error: str | None) -> st
         notes.append(end.problem)
     elif end is not None and end.finish_reason == "length":
         notes.append("(stopped at the max new tokens limit)")
+    if end is not None and end.grounding is not None and end.grounding.missing:
+        missing = end.grounding.missing
+        count = f"{len(missing)} fact{'s' if len(missing) > 1 else ''}"
+        notes.append(f"{count} {UNSUPPORTED_HINT}: {', '.join(plain(fact) for fact in missing)}")
     if end is not None:
         notes.append(end.summary())
     return "\n\n".join(f"*{note}*" for note in notes)
@@ -178,13 +233,14 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
         active.start(request.session_hash, stream)
         if cleared():  # before the answer was registered
             stream.cancel()
-        text, end, error = "", None, None
+        text, sources, end, error = "", None, None, None
         try:
             for event in stream:
                 if isinstance(event, TextPiece):
                     text += event.text
-                    chat[answer_at] = {"role": "assistant", "content": text}
+                    chat[answer_at] = {"role": "assistant", "content": answer_markdown(text)}
                 elif isinstance(event, Sources) and event.items:
+                    sources = event
                     chat.append(
                         {
                             "role": "assistant",
@@ -209,7 +265,8 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
             return
 
         footer = answer_footer(end, stream.cancelled, error)
-        shown = "\n\n".join(part for part in (text, footer) if part)
+        answer = answer_markdown(text, end.grounding if end else None, sources)
+        shown = "\n\n".join(part for part in (answer, footer) if part)
         chat[answer_at] = {"role": "assistant", "content": shown}
         if text and error is None:
             history = [*messages, {"role": "assistant", "content": text}]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.client.conftest import SLOW_CONFIG
+from tests.client.conftest import GROUNDED_QUESTION, SLOW_CONFIG
 
 pytestmark = pytest.mark.browser
 
@@ -56,6 +56,9 @@ def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_p
     # When it ends: timing from end_signal.
     expect(page.locator(ANSWER).first).to_contain_text("tokens/s", timeout=10_000)
     assert "first token" in answer_text(page, 0)
+    # The servable sent no grounding: nothing is highlighted or noted.
+    expect(page.locator(ANSWER).first.locator("mark, sup")).to_have_count(0)
+    assert "not found in the sources" not in answer_text(page, 0)
     sources.locator(".title").click()
     expect(sources).to_contain_text("About: How do I set it up?")
     expect(sources).to_contain_text("guide/setup.md")
@@ -88,6 +91,38 @@ def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_p
     assert second["messages"][1]["content"].startswith("[turn 1] word1 word2")
     assert "tokens/s" not in second["messages"][1]["content"]
     assert answer_text(page, 1).startswith("[turn 2] word1")
+
+
+def test_page_highlights_facts_no_source_holds_and_marks_citations(
+    slow_server, start_page, browser_page, artifacts
+):
+    page = browser_page
+    page.goto(start_page(slow_server.grpc_url))
+    expect(page.locator("#status-line")).to_contain_text("Ready", timeout=30_000)
+    ask(page, GROUNDED_QUESTION)
+    answer = page.locator(ANSWER).first
+    # When the answer ends, every occurrence of each fact that no source holds is highlighted.
+    unsupported = answer.locator("mark.unsupported")
+    expect(unsupported).to_have_count(3, timeout=30_000)
+    expect(unsupported).to_have_text(["1,200", "1,200", "Lima"])
+    for index in range(3):
+        expect(unsupported.nth(index)).to_have_attribute("title", "not found in the sources")
+        expect(unsupported.nth(index)).to_be_visible()
+    expect(answer).to_contain_text("2 facts not found in the sources: 1,200, Lima")
+    # [1] is a reference to source 1; [3] cites no source and stays text.
+    citation = answer.locator("sup.citation")
+    expect(citation).to_have_text(["[1]"])
+    expect(citation).to_have_attribute("title", "source 1: Setup guide")
+    expect(answer).to_contain_text("send it to Lima [3].")
+    # The sources are numbered to match, with the passages the model was given.
+    sources = page.locator(SOURCES).first
+    sources.locator(".title").click()
+    expect(sources).to_contain_text("[1] Setup guide")
+    expect(sources).to_contain_text("[2] FAQ")
+    expect(sources).to_contain_text("The HT-7 flies 47 minutes on one battery.")
+    expect(sources.locator(".content")).to_be_visible()
+    page.wait_for_timeout(500)  # the unfolding animation, for the screenshot
+    page.screenshot(path=str(artifacts / "client-page-grounding.png"))
 
 
 def test_page_says_plainly_when_the_server_is_down_and_works_once_it_is_back(
