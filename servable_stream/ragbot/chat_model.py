@@ -20,7 +20,8 @@ ROLE_OF_TYPE = {"system": "system", "human": "user", "ai": "assistant"}
 class OpenVINOChatModel(BaseChatModel):
     """Chat model over the shared continuous-batching Engine.
 
-    `.stream(messages, max_new_tokens=..., temperature=..., top_p=..., seed=..., ignore_eos=...)`
+    `.stream(messages, max_new_tokens=..., temperature=..., top_p=..., seed=..., ignore_eos=...,
+    regex=..., repetition_penalty=..., no_repeat_ngram_size=...)`
     (and `arrival=`, the request's `Engine.expect()`, closed once it is submitted) yields a chunk
     per text piece as the pipeline produces it, then a last empty chunk whose `response_metadata`
     holds finish_reason, ttft/decode timing and whose `usage_metadata` holds the token counts.
@@ -69,6 +70,9 @@ class OpenVINOChatModel(BaseChatModel):
             top_p=kwargs.get("top_p", 1.0),
             seed=kwargs.get("seed"),
             ignore_eos=kwargs.get("ignore_eos", False),
+            regex=kwargs.get("regex"),
+            repetition_penalty=kwargs.get("repetition_penalty", 1.0),
+            no_repeat_ngram_size=kwargs.get("no_repeat_ngram_size", 0),
         )
         if stop:
             config.stop_strings = set(stop)

@@ -199,9 +199,18 @@ class Engine:
             self.pipeline.step()
 
     def generation_config(
-        self, max_new_tokens: int, temperature: float, top_p: float, seed: int | None, ignore_eos: bool
+        self,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        ignore_eos: bool,
+        regex: str | None = None,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
     ) -> ov_genai.GenerationConfig:
-        """The model's own generation config with the request's settings applied."""
+        """The model's own generation config with the request's settings applied; `regex` holds the
+        output to it (GenAI's structured output)."""
         config = self.pipeline.get_config()
         config.max_new_tokens = max_new_tokens
         config.ignore_eos = ignore_eos
@@ -211,6 +220,12 @@ class Engine:
             config.top_p = top_p
             if seed is not None:
                 config.rng_seed = seed
+        if repetition_penalty != 1.0:
+            config.repetition_penalty = repetition_penalty
+        if no_repeat_ngram_size:
+            config.no_repeat_ngram_size = no_repeat_ngram_size
+        if regex:
+            config.structured_output_config = ov_genai.StructuredOutputConfig(regex=regex)
         return config
 
     def encode(self, prompt: str):

@@ -25,7 +25,9 @@ from typing import Any
 
 import faiss
 import numpy as np
+from langchain_classic.retrievers import EnsembleRetriever
 from langchain_community.docstore.in_memory import InMemoryDocstore
+from langchain_community.retrievers import BM25Retriever
 from langchain_community.vectorstores import FAISS
 from langchain_community.vectorstores.utils import DistanceStrategy
 from langchain_core.documents import Document as LcDocument
@@ -34,6 +36,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from . import metrics
 from .documents import Document, Failure, Fetcher, parse_docs_file
+from .passages import tokens
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class Store:
     vectors: np.ndarray
     documents: list[dict[str, Any]]
     vectorstore: FAISS
+    keywords: BM25Retriever | None  # None when there are no chunks
 
     @classmethod
     def create(
@@ -90,12 +94,11 @@ class Store:
         if len(chunks):
             index.add(vectors)
         ids = [str(i) for i in range(len(chunks))]
-        docstore = InMemoryDocstore(
-            {
-                i: LcDocument(page_content=c["text"], metadata=c["metadata"])
-                for i, c in zip(ids, chunks, strict=True)
-            }
-        )
+        documents_by_id = {
+            i: LcDocument(page_content=c["text"], metadata=c["metadata"])
+            for i, c in zip(ids, chunks, strict=True)
+        }
+        docstore = InMemoryDocstore(documents_by_id)
         vectorstore = FAISS(
             embedding_function=embeddings,
             index=index,
@@ -104,7 +107,10 @@ class Store:
             relevance_score_fn=_relevance,
             distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
         )
-        return cls(chunks, vectors, documents, vectorstore)
+        keywords = None
+        if chunks:
+            keywords = BM25Retriever.from_documents(list(documents_by_id.values()), preprocess_func=tokens)
+        return cls(chunks, vectors, documents, vectorstore, keywords)
 
     def by_hash(self) -> dict[str, list[int]]:
         """Chunk positions of one document per content hash (copies have the same chunks)."""
@@ -294,6 +300,24 @@ class IndexManager:
             return []
         started = time.perf_counter()
         hits = store.vectorstore.similarity_search_with_relevance_scores(query, k=k)
+        metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
+        return hits
+
+    def retrieve(self, query: str, k: int, keyword_weight: float) -> list[LcDocument]:
+        """The k best chunks for `query`: the dense index's and BM25's rankings fused (LangChain's
+        EnsembleRetriever, reciprocal rank), BM25 counting `keyword_weight` (0 = dense only). Names
+        and codes such as "E-204" are found by their letters, not only by their meaning."""
+        store = self.store
+        if store is None or not store.chunks:
+            return []
+        started = time.perf_counter()
+        dense = store.vectorstore.as_retriever(search_kwargs={"k": k})
+        if keyword_weight > 0:
+            keywords = store.keywords.model_copy(update={"k": k})
+            weights = [1 - keyword_weight, keyword_weight]
+            hits = EnsembleRetriever(retrievers=[dense, keywords], weights=weights).invoke(query)[:k]
+        else:
+            hits = dense.invoke(query)
         metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
         return hits
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Iterator
 
+from langchain_core.messages import AIMessageChunk
+
+from . import grounding
 from .chain import Prepared, RagChain
 from .chat_model import OpenVINOChatModel
 from .documents import Fetcher, FetchLimits
@@ -68,7 +72,8 @@ class RagService:
         )
         context_tokens = settings.max_context_tokens or model_context_length(settings.llm_model_dir)
         chat_model = OpenVINOChatModel(engine=self.engine, max_new_tokens=settings.max_new_tokens)
-        self.chain = RagChain(chat_model, self.index.search, settings.top_k, context_tokens)
+        search = functools.partial(self.index.retrieve, keyword_weight=settings.answer.keyword_weight)
+        self.chain = RagChain(chat_model, search, embeddings, settings.top_k, context_tokens, settings.answer)
         # A stored index serves at once and is checked against docs.txt in the background; without
         # one, the first index is built before the node reports ready. The watcher is made first: it
         # keeps docs.txt's content from before the build, so an edit during the build is rebuilt.
@@ -107,29 +112,40 @@ class RagService:
         self, request: ChatRequest, prepared: Prepared, started: float, arrival: Arrival
     ) -> Iterator[tuple[str, str]]:
         first_piece_at = None
-        stats: dict = {}
+        stats: dict = {"finish_reason": "stop"} if prepared.refusal else {}
         usage: dict = {}
-        stream = self.chain.stream(prepared, request, arrival)
+        pieces: list[str] = []
+        if prepared.refusal:
+            arrival.close()
+            stream: Iterator = iter([AIMessageChunk(content=prepared.refusal)])
+        else:
+            stream = self.chain.stream(prepared, request, arrival)
         try:
             yield SOURCES, json.dumps(prepared.sources, ensure_ascii=False)
             for chunk in stream:
                 if chunk.content:
                     if first_piece_at is None:
                         first_piece_at = time.perf_counter()
+                    pieces.append(chunk.content)
                     yield COMPLETION, chunk.content
                 elif "finish_reason" in chunk.response_metadata:
                     stats, usage = chunk.response_metadata, chunk.usage_metadata or {}
         finally:
             arrival.close()
-            stream.close()
+            if hasattr(stream, "close"):
+                stream.close()
+        prompt_tokens = int(prepared.input_ids.get_shape()[-1]) if prepared.input_ids is not None else 0
         end = {
             "finish_reason": stats.get("finish_reason", "error"),
-            "prompt_tokens": usage.get("input_tokens", int(prepared.input_ids.get_shape()[-1])),
+            "prompt_tokens": usage.get("input_tokens", prompt_tokens),
             "generated_tokens": usage.get("output_tokens", 0),
             "ttft_ms": round(((first_piece_at or time.perf_counter()) - started) * 1000, 2),
             "tokens_per_s": round(stats.get("tokens_per_s", 0.0), 2),
             "retrieval_ms": round(prepared.retrieval_ms, 2),
         }
+        if request.use_rag:
+            texts = [source["text"] for source in prepared.sources]
+            end["grounding"] = grounding.summary("".join(pieces), texts, self.settings.answer.refusal)
         yield END_SIGNAL, json.dumps(end)
 
     def stop(self) -> None:

@@ -1,19 +1,27 @@
-"""The chain and the chat model on the real LLM (no server): prompt from the chat template, retrieved
-text kept as data, context trimmed to fit (system messages kept), an empty context that says why, real
-token streaming, cancel and shutdown of a generation."""
+"""The chain and the chat model on the real LLM (no server): prompt from the chat template with the
+numbered passages and the question last, passages ranked by the question, follow-ups searched with the
+turn before, the refusal below the relevance threshold, extract mode held to the passages, retrieved
+text kept as data, context trimmed to fit (system messages kept), real token streaming, cancel and
+shutdown of a generation."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import time
+import zlib
 
+import numpy as np
 import pytest
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from ragbot import metrics
-from ragbot.chain import NO_DOCUMENTS, NO_PASSAGE, RagChain, neutralize
+from ragbot.chain import NO_PASSAGE, RagChain, neutralize
 from ragbot.chat_model import OpenVINOChatModel
 from ragbot.engine import Engine
 from ragbot.request import parse_request
+from ragbot.settings import AnswerSettings
 
 from tests.servable.rag import LLM_DIR, require_models, wait_for
 
@@ -38,33 +46,117 @@ def chat_model(engine) -> OpenVINOChatModel:
     return OpenVINOChatModel(engine=engine, max_new_tokens=16)
 
 
-def hits(*texts: str) -> list[tuple[Document, float]]:
+class WordEmbeddings(Embeddings):
+    """Each word hashed into one of 256 dimensions, normalised: texts sharing words are similar."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.embed_query(text) for text in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        vector = np.zeros(256)
+        for word in re.findall(r"\w+", text.lower()):
+            vector[zlib.crc32(word.encode()) % 256] += 1
+        return list(vector / (np.linalg.norm(vector) or 1))
+
+
+def docs(*texts: str) -> list[Document]:
     return [
-        (Document(page_content=t, metadata={"document": f"d{n}.txt", "title": f"Doc {n}"}), 0.9 - n / 10)
+        Document(page_content=t, metadata={"document": f"d{n}.txt", "title": f"Doc {n}"})
         for n, t in enumerate(texts)
     ]
 
 
-def chain(chat_model, found, context_tokens=2048) -> RagChain:
-    return RagChain(chat_model, lambda query, k: found[:k], top_k=3, context_tokens=context_tokens)
+def chain(chat_model, found, context_tokens=2048, queries=None, **answer) -> RagChain:
+    def search(query: str, k: int) -> list[Document]:
+        if queries is not None:
+            queries.append(query)
+        return found[:k]
+
+    return RagChain(chat_model, search, WordEmbeddings(), 3, context_tokens, AnswerSettings(**answer))
 
 
-def test_prompt_uses_the_chat_template_with_context_in_the_system_turn(chat_model):
-    request = parse_request("When does it open?", 16)
-    prepared = chain(chat_model, hits("Opening hours are 9 to 5.")).prepare(request)
+def test_prompt_has_the_numbered_passages_then_the_question_last(chat_model):
+    request = parse_request("When are the opening hours?", 16)
+    prepared = chain(chat_model, docs("Opening hours are 9 to 5. The cafe sells buns.")).prepare(request)
     prompt = chat_model.render(prepared.messages)
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
-    system = prompt.split("<|im_end|>")[0]
-    assert "using only the information in the context" in system and "documents do not say" in system
-    assert "[1] Doc 0 (d0.txt)\nOpening hours are 9 to 5." in system
-    assert prepared.sources == [
-        {"document": "d0.txt", "title": "Doc 0", "snippet": "Opening hours are 9 to 5.", "score": 0.9}
+    system, user = prompt.split("<|im_end|>")[:2]
+    assert "cite the passage as [1], [2]" in system and system.rstrip().endswith("The documents do not say.")
+    assert user.endswith(
+        "Passages:\n[1] Opening hours are 9 to 5. The cafe sells buns.\n\n"
+        "Question: When are the opening hours?"
+    )
+    (source,) = prepared.sources
+    assert source["document"] == "d0.txt" and source["title"] == "Doc 0"
+    assert source["text"] == source["snippet"] == "Opening hours are 9 to 5. The cafe sells buns."
+    assert 0 < source["score"] <= 1 and prepared.refusal is None and prepared.regex is None
+
+
+def test_passages_are_windows_of_sentences_ranked_by_the_question(chat_model):
+    text = "The cafe sells buns. The ferry leaves at noon. Tickets cost 5 euros. Dogs ride free."
+    prepared = chain(chat_model, docs(text), passage_sentences=1).prepare(
+        parse_request("When does the ferry leave?", 16)
+    )
+    assert prepared.sources[0]["text"] == "The ferry leaves at noon."
+    assert len(prepared.sources) == 4 and all(
+        a["score"] >= b["score"] for a, b in itertools.pairwise(prepared.sources)
+    )
+
+
+def test_a_follow_up_searches_with_the_turn_before_it(chat_model):
+    queries: list[str] = []
+    talk = {"messages": [
+        {"role": "user", "content": "How long does the HT-7 fly?"},
+        {"role": "assistant", "content": "47 minutes."},
+        {"role": "user", "content": "And how much does it cost?"},
+    ]}  # fmt: skip
+    chain(chat_model, docs("The HT-7 costs 18,900 euros."), queries=queries).prepare(
+        parse_request(json.dumps(talk), 16)
+    )
+    chain(chat_model, docs("x."), queries=queries, history_turns=0).prepare(
+        parse_request(json.dumps(talk), 16)
+    )
+    assert queries == [
+        "How long does the HT-7 fly?\nAnd how much does it cost?",
+        "And how much does it cost?",
     ]
+
+
+def test_no_relevant_passage_gives_the_refusal_without_a_prompt(chat_model):
+    request = parse_request("When are the opening hours?", 16)
+    for found, threshold in ((docs("Opening hours are 9 to 5."), 0.99), ([], 0.0)):
+        prepared = chain(
+            chat_model, found, relevance_threshold=threshold, refusal="Not in the documents."
+        ).prepare(request)
+        assert (
+            prepared.refusal == "Not in the documents."
+            and prepared.sources == []
+            and prepared.input_ids is None
+        )
+    assert (
+        chain(chat_model, docs("Opening hours are 9 to 5."), relevance_threshold=0.1).prepare(request).refusal
+        is None
+    )
+
+
+def test_extract_mode_can_only_copy_a_passage_and_cite_it(chat_model):
+    text = "The ferry leaves at noon. Tickets cost 5 euros (cash only). Dogs ride free?"
+    answers = set()
+    for choices in (1, 3):
+        ask = chain(chat_model, docs(text), mode="extract", extract_choices=choices, passage_sentences=1)
+        prepared = ask.prepare(
+            parse_request('{"question": "How much is a ticket?", "max_new_tokens": 64}', 64)
+        )
+        allowed = [f"{s['text']} [{n}]" for n, s in enumerate(prepared.sources[:choices], start=1)]
+        answer = "".join(chunk.content for chunk in ask.stream(prepared, parse_request("x", 64)))
+        assert answer in allowed, (answer, allowed)  # whatever the model prefers, it is one of them
+        answers.add(answer)
+    assert f"{prepared.sources[0]['text']} [1]" in answers  # one choice: the best passage, forced
 
 
 def test_retrieved_text_cannot_open_turns_or_change_settings(chat_model):
     request = parse_request('{"question": "When does it open?", "max_new_tokens": 7}', 16)
-    prepared = chain(chat_model, hits(INJECTION)).prepare(request)
+    prepared = chain(chat_model, docs(INJECTION)).prepare(request)
     prompt = chat_model.render(prepared.messages)
     # Only the template's own markers: system, user, assistant (generation prompt).
     assert prompt.count("<|im_start|>") == 3 and prompt.count("<|im_end|>") == 2
@@ -72,10 +164,12 @@ def test_retrieved_text_cannot_open_turns_or_change_settings(chat_model):
     assert prepared.max_new_tokens == 7
 
 
-def test_context_is_trimmed_lowest_score_first_and_history_dropped(chat_model):
-    long_chunk = "The museum keeps old maps of the fjord. " * 30
-    found = hits("Opening hours are 9 to 5.", long_chunk, long_chunk)
-    request = parse_request("When does it open?", 16)
+def test_context_is_trimmed_lowest_rank_first_and_history_dropped(chat_model):
+    def long_passage(word: str) -> str:
+        return " ".join(f"{word}{i}" for i in range(200))  # one sentence: one passage
+
+    found = docs("Opening hours are 9 to 5.", long_passage("map"), long_passage("fjord"))
+    request = parse_request("When are the opening hours?", 16)
     roomy = chain(chat_model, found).prepare(request)
     assert len(roomy.sources) == 3
     tight = chain(chat_model, found, context_tokens=400).prepare(request)
@@ -84,13 +178,10 @@ def test_context_is_trimmed_lowest_score_first_and_history_dropped(chat_model):
 
     history = [{"role": r, "content": "Earlier words. " * 60} for r in ("user", "assistant")]
     talk = parse_request(
-        '{"messages": '
-        + str([*history, {"role": "user", "content": "When does it open?"}]).replace("'", '"')
-        + "}",
-        16,
+        json.dumps({"messages": [*history, {"role": "user", "content": "When are the opening hours?"}]}), 16
     )
     trimmed = chain(chat_model, found[:1], context_tokens=260).prepare(talk)
-    assert len(trimmed.messages) == 2  # system (with context) + the last question: history dropped
+    assert len(trimmed.messages) == 2  # system + the last question with its passages: history dropped
     with pytest.raises(ValueError, match=r"the question is \d+ tokens; the model's context holds 50"):
         chain(chat_model, found, context_tokens=50).prepare(parse_request("Why? " * 60, 16))
     with pytest.raises(
@@ -116,13 +207,11 @@ def test_without_rag_trimming_keeps_the_system_messages(chat_model):
     ]
 
 
-def test_empty_context_says_why(chat_model):
-    request = parse_request("When does it open?", 16)
-    too_long = hits("The museum keeps old maps of the fjord. " * 40)
-    unfitted = chain(chat_model, too_long, context_tokens=200).prepare(request)
-    assert unfitted.sources == []
-    assert NO_PASSAGE in unfitted.messages[0].content and NO_DOCUMENTS not in unfitted.messages[0].content
-    assert NO_DOCUMENTS in chain(chat_model, []).prepare(request).messages[0].content
+def test_an_empty_context_says_why(chat_model):
+    request = parse_request("When are the opening hours?", 16)
+    too_long = docs(" ".join(f"hours{i}" for i in range(400)))
+    unfitted = chain(chat_model, too_long, context_tokens=300).prepare(request)
+    assert unfitted.sources == [] and NO_PASSAGE in unfitted.messages[-1].content
 
 
 def test_stream_yields_tokens_as_generated_then_stats(chat_model):

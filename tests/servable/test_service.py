@@ -1,9 +1,11 @@
 """The service hands every scheduler setting (KV_CACHE_SIZE_GB, MAX_NUM_SEQS, MAX_NUM_BATCHED_TOKENS)
 to the engine it builds, and rebuilds once more when docs.txt was edited during the first build; the
-shipped docs.txt explains local entries as the fetcher reads them."""
+shipped docs.txt explains local entries as the fetcher reads them; the answer settings come from the
+environment, else the model's registry entry, and a bad one names its variable."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from unittest import mock
@@ -11,7 +13,7 @@ from unittest import mock
 import pytest
 from ragbot import service
 from ragbot.documents import Entry, Fetcher, FetchLimits
-from ragbot.settings import Settings
+from ragbot.settings import AnswerSettings, Settings
 
 from tests.servable.rag import SERVABLE
 
@@ -64,7 +66,7 @@ class _Index:
             self.docs_file.write_text(self.edit_during_build, encoding="utf-8")
             self.edit_during_build = ""
 
-    def search(self, query: str, k: int) -> list:
+    def retrieve(self, query: str, k: int, keyword_weight: float) -> list:
         return []
 
     def stop(self) -> None:
@@ -109,3 +111,36 @@ def test_docs_txt_says_local_entries_are_relative_to_the_servable_folder(tmp_pat
     fetcher = Fetcher(settings.base_path, settings.allowed_roots, FetchLimits(1.0, 1000, 0))
     documents, failures = fetcher.load_entry(Entry(1, "notes.md"))
     assert [d.source for d in documents] == ["notes.md"] and not failures
+
+
+def test_answer_settings_come_from_the_environment_else_the_models_registry_entry(tmp_path: Path) -> None:
+    assert Settings.from_env(tmp_path, {}).answer.mode == "extract"  # smollm2's entry in models.json
+    assert Settings.from_env(tmp_path, {"SELECTED_MODEL": "qwen2.5-0.5b-instruct"}).answer == AnswerSettings()
+    answer = Settings.from_env(
+        tmp_path,
+        {
+            "ANSWER_MODE": "Generate",
+            "REFUSAL_TEXT": "No idea.",
+            "PROMPT_TEMPLATE": "Say {refusal}",
+            "TOP_K": "5",
+        },
+    ).answer
+    assert (answer.mode, answer.refusal, answer.prompt.format(refusal=answer.refusal)) == (
+        "generate",
+        "No idea.",
+        "Say No idea.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ANSWER_MODE": "guess"}, "ANSWER_MODE must be one of generate, extract, got 'guess'"),
+        ({"PROMPT_TEMPLATE": "Use {context}"}, "PROMPT_TEMPLATE may use only the placeholder {refusal}"),
+        ({"RELEVANCE_THRESHOLD": "high"}, "RELEVANCE_THRESHOLD must be a number, got 'high'"),
+        ({"KEYWORD_WEIGHT": "1.5"}, "KEYWORD_WEIGHT must be between 0.0 and 1.0, got 1.5"),
+    ],
+)
+def test_bad_answer_settings_name_the_variable(tmp_path: Path, env: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings.from_env(tmp_path, env)
