@@ -14,8 +14,12 @@ graphs loaded or failed). It raises ``RuntimeError`` with the server log if the 
 not ready in time. Every server a factory started is stopped at teardown (SIGTERM, then SIGKILL).
 
 ``OvmsServer`` has ``grpc_url`` ("127.0.0.1:PORT"), ``rest_url`` ("http://127.0.0.1:PORT"),
-``grpc_port``, ``rest_port``, ``process`` (the Popen), ``log_path``, ``log_text()`` and
+``grpc_port``, ``rest_port``, ``process`` (the Popen), ``log_path``, ``log_text()``, ``ready()`` and
 ``stop(sig=SIGTERM, timeout=30) -> returncode``.
+
+Tests wait on states, never for a fixed time: ``wait_until(condition, what)`` polls until the condition
+holds, its timeout only a liveness guard. ``tiny_gguf`` and ``tiny_ir`` (session) are the tiny
+random-weight model of tests/scripts/tiny_models.py, as a GGUF file and converted by download_model.py.
 """
 
 from __future__ import annotations
@@ -35,6 +39,26 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# How long a test waits for a state before it gives up: a liveness guard, generous for a loaded machine.
+LIVENESS_S = 120.0
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = LIVENESS_S) -> None:
+    """Poll `condition` until it holds; AssertionError naming `what` if it never does."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def sigint_as_in_a_terminal() -> None:
+    """`preexec_fn` of a subprocess that a test interrupts as Ctrl-C in a terminal does.
+
+    A job that a non-interactive shell starts in the background (`make test &`, some CI runners) has
+    SIGINT ignored, its children inherit that, and Python then leaves SIGINT ignored instead of raising
+    KeyboardInterrupt: the interrupt would never land. A foreground job has the default action."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @dataclass
@@ -58,18 +82,22 @@ class OvmsServer:
         """Everything the server wrote to stdout and stderr so far."""
         return self.log_path.read_text(errors="replace")
 
+    def ready(self) -> bool:
+        """Whether /v2/health/ready answers 200 (false while the server drains or once it is gone)."""
+        try:
+            with urllib.request.urlopen(f"{self.rest_url}/v2/health/ready", timeout=10) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
     def wait_ready(self, timeout: float) -> None:
         """Wait until the server reports ready; RuntimeError with the log if it exits or times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"local_ovms exited with {self.process.returncode}:\n{self.log_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.rest_url}/v2/health/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.ready():
+                return
             time.sleep(0.05)
         raise RuntimeError(f"local_ovms not ready after {timeout} s:\n{self.log_text()}")
 
@@ -152,3 +180,21 @@ def ovms_server(tmp_path: Path) -> Iterator[Callable[..., OvmsServer]]:
 def ovms_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., OvmsServer]]:
     """Factory of servers shared by a test module, stopped at its end."""
     yield from _factory(tmp_path_factory.mktemp("ovms"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.scripts.tiny_models import write_tiny_gguf
+
+    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_ir(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny GGUF converted by download_model.py (the same path as the offline default model)."""
+    from tests.scripts.runner import run_script
+
+    out = tmp_path_factory.mktemp("tiny_ir")
+    result = run_script("download_model.py", "--model-id", str(tiny_gguf), "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    return out / "tiny-llama"

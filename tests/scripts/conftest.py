@@ -1,8 +1,8 @@
-"""Fixtures of the model-script tests: running the scripts, tiny models, the offline default models."""
+"""Fixtures of the model-script tests: running the scripts, tiny models, the offline default models
+(`tiny_gguf` and `tiny_ir` are in tests/conftest.py: the engine's tests use them too)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,30 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.scripts.tiny_models import SMOLLM2_GGUF, write_tiny_gguf, write_tiny_hf_llama
+from tests.scripts.runner import REPO, SCRIPTS, run_script
+from tests.scripts.tiny_models import SMOLLM2_GGUF, write_tiny_hf_llama
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = REPO / "scripts"
 SERVABLE = REPO / "servable_stream"
 sys.path.insert(0, str(SCRIPTS))  # the scripts' shared package `model_prep`, for in-process tests
 
 from model_prep.staging import is_model_folder  # noqa: E402
-
-
-def run_script(
-    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path = REPO
-):
-    """Run scripts/`script` with this Python in `cwd`; Hub client settings isolated unless given."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    base.update({"HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "0", "NO_COLOR": "1", "COLUMNS": "160"})
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / script), *args],
-        capture_output=True,
-        text=True,
-        env={**base, **(env or {})},
-        timeout=timeout,
-        cwd=cwd,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -47,20 +30,6 @@ def rebuilt_tokenizer():
     from model_prep.gguf_source import tokenizer_from_gguf
 
     return tokenizer_from_gguf(SMOLLM2_GGUF)
-
-
-@pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory) -> Path:
-    return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf")
-
-
-@pytest.fixture(scope="session")
-def tiny_ir(tiny_gguf, tmp_path_factory) -> Path:
-    """The tiny GGUF converted by download_model.py (the same path as the offline default model)."""
-    out = tmp_path_factory.mktemp("tiny_ir")
-    result = run_script("download_model.py", "--model-id", str(tiny_gguf), "--output-dir", str(out))
-    assert result.returncode == 0, result.stderr
-    return out / "tiny-llama"
 
 
 @pytest.fixture(scope="session")
