@@ -6,11 +6,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from tests.conftest import LIVENESS_S, sigint_as_in_a_terminal, wait_until
 from tests.scripts.conftest import SCRIPTS
+from tests.scripts.runner import script_command, script_env
 
 REGISTRY = json.loads((SCRIPTS.parent / "servable_stream" / "ragbot" / "models.json").read_text())
 LLM_SCRIPTS = ("download_model.py", "compress_model.py")
@@ -137,32 +138,32 @@ def test_failed_export_leaves_nothing_behind(script, tmp_path):
 
 
 def test_interrupted_conversion_leaves_nothing_behind(tiny_gguf, tmp_path):
-    """Ctrl-C in the middle of a conversion removes the staging folder and exits 130."""
-    out = tmp_path / "out"
-    command = [
-        sys.executable,
-        str(SCRIPTS / "download_model.py"),
-        "--model-id",
-        str(tiny_gguf),
-        "--output-dir",
-        str(out),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """Ctrl-C in the middle of a conversion removes the staging folder and exits 130. A test hook holds
+    the conversion once the export has written into the staging folder, so the interrupt lands there
+    however fast the machine is."""
+    out, held, log = tmp_path / "out", tmp_path / "held", tmp_path / "stderr.txt"
+    command = script_command(
+        "download_model.py", "--model-id", str(tiny_gguf), "--output-dir", str(out), hooked=True
+    )
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            command,
+            env=script_env({"MODEL_PREP_TEST_HOLD": str(held)}),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=sigint_as_in_a_terminal,
+        )
     try:
-        deadline = time.monotonic() + 120
-        while (
-            not list(out.glob(".tiny-llama.*.partial"))
-            and process.poll() is None
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        assert list(out.glob(".tiny-llama.*.partial")), "the conversion never started"
+        wait_until(lambda: held.exists() or process.poll() is not None, "the conversion is held")
+        assert process.poll() is None, log.read_text()
+        assert list(out.glob(".tiny-llama.*.partial/openvino_model.xml")), "nothing written yet"
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
+        process.wait(LIVENESS_S)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+    stderr = log.read_text()
     assert process.returncode == 130, stderr
     assert "nothing half-written" in stderr
     assert list(out.iterdir()) == []
@@ -257,12 +258,17 @@ def no_gpu() -> None:
         ("compress_model.py", "--model", "smollm2-135m-instruct"),
     ],
 )
-def test_a_missing_device_is_refused_at_once(script, tmp_path, command):
+def test_a_missing_device_is_refused_at_once(tmp_path, command):
+    """Before any work: a test hook fails the run if the script finds the model or writes a folder."""
     no_gpu()
-    started = time.monotonic()
-    result = script(*command, "--device", "GPU", "--output-dir", str(tmp_path))
-    assert time.monotonic() - started < 20
-    assert result.returncode == 2
+    result = subprocess.run(
+        script_command(*command, "--device", "GPU", "--output-dir", str(tmp_path), hooked=True),
+        capture_output=True,
+        text=True,
+        env=script_env({"MODEL_PREP_TEST_NO_WORK": "1"}),
+        timeout=600,
+    )
+    assert result.returncode == 2, result.stderr
     message = " ".join(result.stderr.split())
     assert "--device GPU is not available here; OpenVINO sees CPU" in message and "Traceback" not in message
     assert list(tmp_path.iterdir()) == []
