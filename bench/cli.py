@@ -79,7 +79,8 @@ def parse_args(argv: list[str]) -> Settings:
     return Settings.quick(**overrides) if args.quick else Settings(**overrides)
 
 
-def _context(settings: Settings) -> dict[str, str]:
+def machine() -> str:
+    """The CPU, its cores and the Python and OpenVINO versions, for a results file."""
     import openvino
 
     cpu = next(
@@ -87,10 +88,14 @@ def _context(settings: Settings) -> dict[str, str]:
          if line.startswith("model name")),
         platform.processor(),
     )  # fmt: skip
+    python, ov = platform.python_version(), openvino.__version__
+    return f"{cpu}, {os.cpu_count()} cores, Python {python}, OpenVINO {ov}"
+
+
+def _context(settings: Settings) -> dict[str, str]:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"OpenVINO {openvino.__version__}",
+        "machine": machine(),
         "models": f"LLM {settings.llm_dir.name}, embeddings {settings.embedding_dir.name}",
         "requests": f"{settings.max_new_tokens} new tokens each (ignore_eos, greedy), "
         f"{len(PROMPTS)} fixed prompts, {settings.requests_per_level} or more requests per level "

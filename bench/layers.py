@@ -9,7 +9,6 @@ Part 1's server adds the Python node, the local server, gRPC and tritonclient on
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +16,10 @@ import openvino_genai as ov_genai
 from langchain_core.messages import HumanMessage
 
 from bench.genai import chat_prompt, record_outputs
-from bench.settings import SERVABLE_DIR
+from bench.settings import SERVABLE_DIR, servable_on_path
 from bench.timing import GenerationResult, RequestTiming, now
 
-if str(SERVABLE_DIR) not in sys.path:  # the servable's package imports as `ragbot`, as in the server
-    sys.path.append(str(SERVABLE_DIR))
+servable_on_path()
 
 from ragbot.chat_model import OpenVINOChatModel  # noqa: E402
 from ragbot.engine import CLEANUP_STEPS, Engine  # noqa: E402

@@ -364,14 +364,18 @@ def print_tables(all_tables: list[Table], console: Console) -> None:
         console.print(rich_table)
 
 
+def markdown_table(table: Table) -> list[str]:
+    """The table's lines in Markdown (its title is left to the caller)."""
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    return lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
+
+
 def markdown(outcome: Outcome, all_tables: list[Table], found: list[Target], plot: str | None) -> str:
     lines = ["# Benchmark results", "", f"Command: `{outcome.command}`", ""]
     lines += [f"- {key}: {value}" for key, value in outcome.context.items()]
     lines += ["", LEGEND]
     for table in all_tables:
-        lines += ["", f"## {table.title}", "", "| " + " | ".join(table.columns) + " |",
-                  "|" + "---|" * len(table.columns)]  # fmt: skip
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
+        lines += ["", f"## {table.title}", "", *markdown_table(table)]
     if plot:
         lines += ["", f"![throughput and TTFT against concurrent streams]({plot})"]
     notes = [f"- **{t.name}** ({t.result}): {t.note}" for t in found if t.result == "MISS"]

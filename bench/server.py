@@ -30,11 +30,14 @@ READY_TIMEOUT_S = 600
 ANSWER_TIMEOUT_S = 300
 
 
-def make_servable_copy(root: Path, llm_dir: Path, embedding_dir: Path) -> dict[str, str]:
-    """Copy the servable's code into `root` with links to the model folders; returns the servable's env."""
+def make_servable_copy(
+    root: Path, llm_dir: Path, embedding_dir: Path, source: Path = SERVABLE_DIR
+) -> dict[str, str]:
+    """Copy the servable's code from `source` (the working tree's, or one extracted from an earlier
+    commit) into `root` with links to the model folders; returns the servable's env."""
     for name in SERVABLE_FILES:
-        shutil.copy2(SERVABLE_DIR / name, root / name)
-    shutil.copytree(SERVABLE_DIR / "ragbot", root / "ragbot", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(source / name, root / name)
+    shutil.copytree(source / "ragbot", root / "ragbot", ignore=shutil.ignore_patterns("__pycache__"))
     for folder in (llm_dir, embedding_dir):
         (root / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
     return {"LLM_MODEL_DIR": llm_dir.name, "EMBEDDING_MODEL_DIR": embedding_dir.name}

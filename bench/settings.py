@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,12 @@ QUERIES = (
     "What are the rules for the community garden?",
     "Why was the old mill turned into a museum?",
 )
+
+
+def servable_on_path() -> None:
+    """Make the servable's package importable as `ragbot`, as the server imports it."""
+    if str(SERVABLE_DIR) not in sys.path:
+        sys.path.append(str(SERVABLE_DIR))
 
 
 def package_dir(package: str) -> Path:
