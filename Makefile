@@ -30,7 +30,7 @@ OVMS_CPP_DOCKER_IMAGE ?= openvino/model_server
 OVMS_CPP_IMAGE_TAG    ?= latest
 IMAGE_NAME            ?= $(OVMS_CPP_DOCKER_IMAGE):py
 
-.PHONY: help install models serve client run test lint bench python_image client_image requirements clean
+.PHONY: help install models serve client run test lint bench eval python_image client_image requirements clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z_]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -76,6 +76,11 @@ lint: $(STAMP)  ## ruff, and hadolint over the Dockerfiles; checks docker/requir
 
 bench: models  ## Run the benchmark; writes bench/results.md and bench/results.png.
 	$(PY) scripts/benchmark.py
+
+# make eval LLM=<registry name> or LLM_MODEL_DIR=<folder> (any variant) chooses the model, as for serve;
+# EVAL_ARGS passes flags, e.g. EVAL_ARGS="--configs current --limit 10".
+eval: models  ## Measure answer quality (eval/); writes eval/results.md and eval/results.png.
+	$(SERVABLE_ENV) $(PY) scripts/evaluate.py $(EVAL_ARGS)
 
 requirements: $(STAMP)  ## Regenerate docker/requirements.txt from pyproject.toml.
 	$(PY) docker/requirements.py
