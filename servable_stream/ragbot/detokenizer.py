@@ -5,6 +5,12 @@ time between steps. Run right after a step, an OpenVINO detokenizer call costs a
 for one token (its caches are cold), a few per cent of a step. So a model folder with a Hugging Face
 `tokenizer.json` is decoded by the `tokenizers` library's `DecodeStream` (tens of microseconds);
 otherwise (a GGUF file) by the OpenVINO detokenizer, once per step for every running request at once.
+
+A piece never ends inside a character: an incomplete UTF-8 character (which decodes to U+FFFD) waits
+for its next token. When the request ends, nothing is held back. If the model ended it ("stop"), the
+rest goes out as the full decode has it, U+FFFD included. If it was cut short ("length", or any other
+reason), trailing U+FFFD are dropped: an answer cut in the middle of a character does not end with a
+replacement character on the user's screen.
 """
 
 from __future__ import annotations
@@ -25,8 +31,14 @@ INCOMPLETE = "\ufffd"
 SELF_CHECK_TEXT = "Déjà vu: 日本語, 中文 and emoji 😀🚀 in one line.\n  Indented 42 times!"
 
 
+def rest_at_end(text: str, end: str) -> str:
+    """The last `text` of a request that ended with finish reason `end`: as it is if the model ended it
+    ("stop"); without trailing U+FFFD (a character the cut left incomplete) if it was cut short."""
+    return text if end == "stop" else text.rstrip(INCOMPLETE)
+
+
 class TokenStream:
-    """The generated ids of one request; `pending` while some have not yet been decoded."""
+    """The generated ids of one request; `pending` while some have not yet been turned into text."""
 
     def __init__(self) -> None:
         self.ids: list[int] = []
@@ -45,8 +57,9 @@ class Detokenizer(Protocol):
 
     def stream(self) -> TokenStream: ...
 
-    def decode(self, streams: Sequence[tuple[TokenStream, bool]]) -> list[str]:
-        """The new text of each (stream, final) pair; at the end (`final`) nothing is held back."""
+    def decode(self, streams: Sequence[tuple[TokenStream, str | None]]) -> list[str]:
+        """The new text of each (stream, end) pair, `end` being None while the request runs and its
+        finish reason once it is over; at the end nothing is held back (see `rest_at_end`)."""
         ...
 
 
@@ -64,10 +77,12 @@ class WindowStream(TokenStream):
         """The ids to decode: those of the released context, and the context with the new ids."""
         return self.ids[self._prefix : self._decoded], self.ids[self._prefix :]
 
-    def release(self, context: str, text: str, final: bool) -> str:
+    def release(self, context: str, text: str, end: str | None) -> str:
         """The new text given the decoded `windows()`."""
-        if len(text) <= len(context) or (text.endswith(INCOMPLETE) and not final):
+        if end is None and (len(text) <= len(context) or text.endswith(INCOMPLETE)):
             return ""
+        if end is not None:
+            text = rest_at_end(text, end)
         self._prefix, self._decoded = self._decoded, len(self.ids)
         return text[len(context) :]
 
@@ -81,29 +96,37 @@ class OpenVINODetokenizer:
     def stream(self) -> WindowStream:
         return WindowStream()
 
-    def decode(self, streams: Sequence[tuple[WindowStream, bool]]) -> list[str]:
+    def decode(self, streams: Sequence[tuple[WindowStream, str | None]]) -> list[str]:
         windows = [window for stream, _ in streams for window in stream.windows()]
         if not windows:
             return []
         texts = self.tokenizer.decode(windows)
         return [
-            stream.release(texts[2 * i], texts[2 * i + 1], final) for i, (stream, final) in enumerate(streams)
+            stream.release(texts[2 * i], texts[2 * i + 1], end) for i, (stream, end) in enumerate(streams)
         ]
 
 
 class HubStream(TokenStream):
-    """Ids decoded by a `tokenizers.decoders.DecodeStream`, which holds back incomplete characters."""
+    """Ids decoded by a `tokenizers.decoders.DecodeStream`, which holds back incomplete characters (and
+    then stays `pending`, so that the end of the request still decodes them)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._stream = DecodeStream(skip_special_tokens=True)
         self._released = 0  # characters released so far
+        self._holding = False  # the DecodeStream may hold text back
 
-    def take(self, tokenizer: tokenizers.Tokenizer, final: bool) -> str:
+    @property
+    def pending(self) -> bool:
+        return self._holding or super().pending
+
+    def take(self, tokenizer: tokenizers.Tokenizer, end: str | None) -> str:
         new, self._decoded = self.ids[self._decoded :], len(self.ids)
         text = self._stream.step(tokenizer, new) or ""
-        if final:  # what the DecodeStream still holds (a cut character) goes out as the full decode has it
-            text += tokenizer.decode(self.ids)[self._released + len(text) :]
+        self._holding = not text and (self._holding or bool(new))
+        if end is not None:  # what the DecodeStream still holds is the rest of the full decode
+            text += rest_at_end(tokenizer.decode(self.ids)[self._released + len(text) :], end)
+            self._holding = False
         self._released += len(text)
         return text
 
@@ -117,8 +140,8 @@ class HubDetokenizer:
     def stream(self) -> HubStream:
         return HubStream()
 
-    def decode(self, streams: Sequence[tuple[HubStream, bool]]) -> list[str]:
-        return [stream.take(self.tokenizer, final) for stream, final in streams]
+    def decode(self, streams: Sequence[tuple[HubStream, str | None]]) -> list[str]:
+        return [stream.take(self.tokenizer, end) for stream, end in streams]
 
 
 def detokenizer_for(model_path: Path, tokenizer: ov_genai.Tokenizer) -> Detokenizer:

@@ -347,10 +347,10 @@ class Engine:
         """Read the step's tokens, decode them, queue the text (the readers to wait for become
         `_sending`), and end the requests that are over; returns those."""
         ends = [generation.pump() for generation in batch]
-        decoding = [(g, end is not None) for g, end in zip(batch, ends, strict=True) if g.tokens.pending]
-        texts = self.detokenizer.decode([(g.tokens, final) for g, final in decoding])
+        decoding = [(g, end) for g, end in zip(batch, ends, strict=True) if g.tokens.pending]
+        texts = self.detokenizer.decode([(g.tokens, end) for g, end in decoding])
         deliveries = [(g, text) for (g, _), text in zip(decoding, texts, strict=True) if text]
-        ending = {g for g, final in decoding if final}  # their readers will not be back
+        ending = {g for g, end in decoding if end is not None}  # their readers will not be back
         few = len(deliveries) <= SEND_WAIT_MAX_READERS
         with self._cond:  # before the texts are put: a reader may take them at once
             self._late.intersection_update(batch)  # the rest left the pipeline
