@@ -18,8 +18,10 @@ not ready in time. Every server a factory started is stopped at teardown (SIGTER
 ``stop(sig=SIGTERM, timeout=30) -> returncode``.
 
 Tests wait on states, never for a fixed time: ``wait_until(condition, what)`` polls until the condition
-holds, its timeout only a liveness guard. ``tiny_gguf`` and ``tiny_ir`` (session) are the tiny
-random-weight model of tests/scripts/tiny_models.py, as a GGUF file and converted by download_model.py.
+holds, its timeout only a liveness guard; Hypothesis runs without deadlines, on the same examples.
+
+``tiny_gguf`` and ``tiny_ir`` (session) are the tiny random-weight model of tests/scripts/tiny_models.py,
+as a GGUF file and converted by download_model.py.
 """
 
 from __future__ import annotations
@@ -37,8 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
+# Property tests draw the same examples at every run and have no time limit per example (Hypothesis'
+# default deadline is 200 ms): a loaded machine or an unlucky draw must not fail the suite.
+settings.register_profile(
+    "suite", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("suite")
 # How long a test waits for a state before it gives up: a liveness guard, generous for a loaded machine.
 LIVENESS_S = 120.0
 
