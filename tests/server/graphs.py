@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 HANDLERS = Path(__file__).resolve().parents[1] / "handlers"
+SERVER_HANDLERS = Path(__file__).resolve().parent / "handlers"  # those only the server tests use
 
 _LOOPBACK = """\
   input_stream: "LOOPBACK:loopback"
@@ -25,7 +26,8 @@ _LOOPBACK = """\
 
 
 def node(name: str, handler: str, inputs: list[str], outputs: list[str], loopback: bool = False) -> str:
-    """A PythonExecutorCalculator node; streams get node tags from their upper-cased names."""
+    """A PythonExecutorCalculator node running `handler` (a path in tests/handlers/, or an absolute
+    one); streams get node tags from their upper-cased names."""
     streams = [f'  input_stream: "{s.upper()}:{s}"' for s in inputs]
     streams += [f'  output_stream: "{s.upper()}:{s}"' for s in outputs]
     return (
@@ -102,3 +104,6 @@ STANDARD_GRAPHS: dict[str, str] = {
     "collision": single_node("collision/increment_model.py", ["input"], ["output"]),
 }
 """Every test servable, by model name."""
+
+GATE_GRAPH = single_node(str(SERVER_HANDLERS / "gate_model.py"), ["gate"], ["number", "done"], loopback=True)
+"""A stream that ends when the test creates the file it names (tests/server/handlers/gate_model.py)."""

@@ -10,6 +10,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from local_ovms.kserve import TIMESTAMP_PARAM
+from tests.conftest import LIVENESS_S
 
 
 def bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
@@ -69,10 +70,10 @@ class Stream:
     ) -> None:
         self.client.async_stream_infer(model, inputs, request_id=request_id, **kwargs)
 
-    def next(self, timeout: float = 10.0) -> Event:
+    def next(self, timeout: float = LIVENESS_S) -> Event:
         return self.events.get(timeout=timeout)
 
-    def until(self, output: str, timeout: float = 10.0, stop_on_error: bool = True) -> list[Event]:
+    def until(self, output: str, timeout: float = LIVENESS_S, stop_on_error: bool = True) -> list[Event]:
         """Events up to and including the first one of ``output`` (or the first error)."""
         events = []
         while True:

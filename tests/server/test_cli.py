@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import LIVENESS_S, REPO, free_port
 from tests.server.graphs import STANDARD_GRAPHS, write_config
 
 
@@ -21,7 +21,7 @@ def run_server(*args: str) -> subprocess.CompletedProcess:
         "127.0.0.1",
         *args,
     ]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=30)
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=LIVENESS_S)
 
 
 def test_missing_config_file(tmp_path):

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from local_ovms.errors import ALREADY_PROCESSING
+from tests.conftest import wait_until
 from tests.server.graphs import STANDARD_GRAPHS, write_config
 from tests.server.streams import Stream, bytes_input, numpy_input
 
@@ -342,26 +341,25 @@ def metrics_text(server) -> str:
         return response.read().decode()
 
 
-def _wait_for_marker(markers: Path, before: set[Path], timeout: float = 5.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        new = set(markers.glob("closed-*")) - before
-        if new:
-            return float(new.pop().read_text())
-        time.sleep(0.01)
-    raise AssertionError("the handler's generator never got GeneratorExit")
+# Numbers a count stream would send for years: only a cancel, a disconnect or a shutdown ends it.
+ENDLESS = 2**31 - 1
 
 
-def test_cancel_mid_stream_closes_the_generator_within_a_second(server, markers):
+def _wait_for_closed_generators(markers: Path, before: set[Path], count: int = 1) -> None:
+    wait_until(
+        lambda: len(set(markers.glob("closed-*")) - before) >= count,
+        f"{count} handler generator(s) got GeneratorExit",
+    )
+
+
+def test_cancel_mid_stream_closes_the_generator(server, markers):
     before = set(markers.glob("closed-*"))
     stream = Stream(server.grpc_url)
-    stream.send("count", [count_input(1000, 20)])
+    stream.send("count", [count_input(ENDLESS, 20)])
     for _ in range(5):
         assert stream.next().output == "number"
-    cancelled_at = time.time()
     stream.close(cancel=True)
-    closed_at = _wait_for_marker(markers, before)
-    assert 0 <= closed_at - cancelled_at < 1.0
+    _wait_for_closed_generators(markers, before)
     with urllib.request.urlopen(f"{server.rest_url}/metrics") as response:
         assert (
             'ovms_requests_total{api="grpc_stream",model="count",status="CANCELLED"}'
@@ -369,7 +367,7 @@ def test_cancel_mid_stream_closes_the_generator_within_a_second(server, markers)
         )
 
 
-def test_client_disconnect_closes_the_generator_within_a_second(server, markers):
+def test_client_disconnect_closes_the_generator(server, markers):
     before = set(markers.glob("closed-*"))
     script = textwrap.dedent(
         f"""
@@ -377,7 +375,7 @@ def test_client_disconnect_closes_the_generator_within_a_second(server, markers)
         client = g.InferenceServerClient("{server.grpc_url}")
         client.start_stream(callback=lambda result, error: print("got", flush=True))
         count = g.InferInput("count", [2], "INT32")
-        count.set_data_from_numpy(np.array([1000, 20], dtype=np.int32))
+        count.set_data_from_numpy(np.array([{ENDLESS}, 20], dtype=np.int32))
         client.async_stream_infer("count", [count])
         sys.stdin.read()
         """
@@ -386,40 +384,29 @@ def test_client_disconnect_closes_the_generator_within_a_second(server, markers)
     try:
         for _ in range(3):
             assert child.stdout.readline() == b"got\n"
-        killed_at = time.time()
         os.kill(child.pid, signal.SIGKILL)
-        closed_at = _wait_for_marker(markers, before)
+        _wait_for_closed_generators(markers, before)
     finally:
         child.kill()
         child.wait()
-    assert 0 <= closed_at - killed_at < 1.0
 
 
-def test_64_concurrent_streams_each_with_its_own_graph_instance(server):
-    n_streams, steps, delay_ms = 64, 10, 20
-    results: dict[int, list] = {}
-
-    def run(i: int) -> None:
-        stream = Stream(server.grpc_url)
-        try:
-            stream.send("count", [count_input(steps, delay_ms)])
-            results[i] = stream.until("done", timeout=30)
-        finally:
-            stream.close()
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_streams)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    elapsed = time.monotonic() - started
-    assert len(results) == n_streams
-    for events in results.values():
-        assert [np.frombuffer(e.data, np.int32)[0] for e in events[:-1]] == list(range(steps))
-        assert events[-1].data == b"complete"
-    # Run one after another this would take n_streams * steps * delay = 12.8 s.
-    assert elapsed < n_streams * steps * delay_ms / 1000 / 4
+def test_64_concurrent_streams_each_with_its_own_graph_instance(server, markers):
+    # Each stream counts for years: all 64 sending at once shows they run side by side (one after
+    # another, the second would never start).
+    n_streams, numbers = 64, 3
+    before = set(markers.glob("closed-*"))
+    streams = [Stream(server.grpc_url) for _ in range(n_streams)]
+    try:
+        for stream in streams:
+            stream.send("count", [count_input(ENDLESS, 20)])
+        for stream in streams:
+            events = [stream.next() for _ in range(numbers)]
+            assert [np.frombuffer(e.data, np.int32)[0] for e in events] == list(range(numbers)), events
+    finally:
+        for stream in streams:
+            stream.close(cancel=True)
+    _wait_for_closed_generators(markers, before, n_streams)
 
 
 def test_metrics_count_requests_streams_and_servable_metrics(server, client):
