@@ -12,13 +12,13 @@ import time
 import psutil
 import pytest
 
+from tests.conftest import LIVENESS_S
 from tests.reliability.conftest import write_artifact
 from tests.reliability.streams import ask, json_request
 from tests.servable.rag import Stream, metrics, wait_for
 
 pytestmark = pytest.mark.slow
 
-CALL_TIMEOUT_S = 60.0
 WAVES, WAVE_SIZE = 10, 10
 QUESTION = "Tell me everything about the Harvest Tern HT-7."
 MARGIN_MB, MARGIN_FRACTION = 150.0, 0.15
@@ -40,7 +40,7 @@ def _cancel_wave(url: str, size: int, server) -> float:
     streams = [Stream(url) for _ in range(size)]
     try:
         answers = [stream.send(request) for stream in streams]
-        deadline = time.monotonic() + CALL_TIMEOUT_S
+        deadline = time.monotonic() + LIVENESS_S
         for stream, answer in zip(streams, answers, strict=True):
             while stream.next_event(answer, deadline) != "completion":
                 assert answer.error is None and answer.end is None, answer
@@ -57,7 +57,7 @@ def _completed_wave(url: str, size: int) -> None:
     try:
         answers = [stream.send(json_request(QUESTION, max_new_tokens=2)) for stream in streams]
         for stream, answer in zip(streams, answers, strict=True):
-            assert stream.collect(answer=answer, timeout=CALL_TIMEOUT_S).end is not None, answer
+            assert stream.collect(answer=answer, timeout=LIVENESS_S).end is not None, answer
     finally:
         for stream in streams:
             stream.close(cancel=False)
@@ -68,7 +68,7 @@ def test_cancelled_streams_leave_no_request_running(server):
     before = metrics(server)
     rss_start = _rss_mb(server)
     _cancel_wave(server.grpc_url, WAVE_SIZE, server)  # warm-up: the pipeline's first allocations
-    assert wait_for(lambda: metrics(server)["rag_llm_active_requests"] == 0, 5.0)
+    assert wait_for(lambda: metrics(server)["rag_llm_active_requests"] == 0, LIVENESS_S)
     rss_reference = _rss_mb(server)
     for _ in range(WAVES):
         _completed_wave(server.grpc_url, WAVE_SIZE)
@@ -84,7 +84,7 @@ def test_cancelled_streams_leave_no_request_running(server):
             and m["rag_llm_pipeline_requests"] == 0
             and m['ovms_active_streams{model="python_model"}'] == 0
         ),
-        5.0,
+        LIVENESS_S,
     )
     settle_s = time.monotonic() - started
     after = metrics(server)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.conftest import LIVENESS_S
 from tests.reliability.conftest import DEFAULT_DOCS
 from tests.reliability.loopback_http import LoopbackHttp
 from tests.reliability.streams import ask, json_request
@@ -65,7 +66,8 @@ def _restore_docs(shared) -> bool:
     shared.copy.write_docs(DEFAULT_DOCS)
     return bool(
         wait_for(
-            lambda: (docs := _documents(shared.copy)) and all(d.startswith("documents/") for d in docs), 30
+            lambda: (docs := _documents(shared.copy)) and all(d.startswith("documents/") for d in docs),
+            LIVENESS_S,
         )
     )
 
@@ -100,7 +102,7 @@ def test_instructions_inside_documents_do_not_change_settings(shared):
     (notes / "orchard-bulletin.txt").write_text(INJECTION, encoding="utf-8")
     copy.write_docs([*DEFAULT_DOCS, "notes/"])
     try:
-        assert wait_for(lambda: "notes/orchard-bulletin.txt" in _documents(copy), 30), copy.status()
+        assert wait_for(lambda: "notes/orchard-bulletin.txt" in _documents(copy), LIVENESS_S), copy.status()
         for max_new_tokens in (3, 12):
             answer = ask(
                 server.grpc_url,
@@ -117,7 +119,6 @@ def test_instructions_inside_documents_do_not_change_settings(shared):
 
 def test_fetch_limits_do_not_stall_the_watcher(shared, web, self_signed_web):
     copy, server = shared.copy, shared.server
-    timeout_s = float(copy.env["FETCH_TIMEOUT_S"])
     refused = {
         f"{web.url}/endless": "FETCH_MAX_BYTES",
         f"{web.url}/big": "FETCH_MAX_BYTES",
@@ -129,8 +130,9 @@ def test_fetch_limits_do_not_stall_the_watcher(shared, web, self_signed_web):
         "../outside.txt": "allowed roots",
         f"{web.url}/slow": "FETCH_TIMEOUT_S",
     }
-    # Every slow entry may use the whole timeout; the rest is quick.
-    bound_s = 2 * timeout_s + 20
+    # /slow and /endless never end: without the limits the edit would never be indexed, so the bound
+    # is only a liveness guard.
+    bound_s = LIVENESS_S
     beacon = f"{web.url}/doc/beacon.txt"
     copy.write_docs([*DEFAULT_DOCS, *refused, beacon])
     started = time.monotonic()

@@ -1,8 +1,9 @@
 """Shutdown and the index on disk, over restarts of the real server on one servable copy:
 SIGTERM drains the streams in flight and keeps the index whole (the next start embeds nothing); a
 SIGKILL during a rebuild leaves the previous complete index, which the next start loads; a SIGTERM
-during a rebuild still exits in time; a corrupt or mismatched index is detected, reported and rebuilt,
-and answers still work. The tests run in order and hand the running server on to the next."""
+during a rebuild stops it instead of waiting for it; a corrupt or mismatched index is detected,
+reported and rebuilt, and answers still work. The tests run in order and hand the running server on
+to the next."""
 
 from __future__ import annotations
 
@@ -16,15 +17,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import OvmsServer
+from tests.conftest import LIVENESS_S, OvmsServer, wait_until
 from tests.reliability.conftest import DEFAULT_DOCS
 from tests.reliability.streams import ask, json_request
 from tests.servable.rag import ServableCopy, Stream, metrics, wait_for
 
 pytestmark = pytest.mark.slow
 
-GRACE_S = 3.0
-EXIT_MARGIN_S = 15.0
+# Room for the short answers in flight at a SIGTERM to end on a loaded machine, not for the long ones.
+GRACE_S = 10.0
 EMBEDDED_DOCUMENTS = 'rag_embedded_texts_total{kind="documents"}'
 EMBEDDING_CALLS = 'rag_embedding_calls_total{kind="documents"}'
 QUESTION = json_request("Who founded Lumenfold Robotics, and when?", max_new_tokens=8)
@@ -81,7 +82,9 @@ def _answers(server: OvmsServer) -> None:
 def _loaded_without_embedding(copy: ServableCopy, server: OvmsServer, build: str) -> None:
     """The server loaded the stored build and (after comparing it with docs.txt) embedded nothing."""
     assert "loaded stored index" in server.log_text(), server.log_text()[-2000:]
-    assert wait_for(lambda: copy.status().get("reason", "").startswith("start: compare"), 30), copy.status()
+    assert wait_for(lambda: copy.status().get("reason", "").startswith("start: compare"), LIVENESS_S), (
+        copy.status()
+    )
     status = copy.status()
     assert status["state"] == "ready" and status["embedded_chunks"] == 0, status
     assert metrics(server).get(EMBEDDED_DOCUMENTS, 0.0) == 0.0
@@ -98,24 +101,23 @@ def test_sigterm_drains_streams_and_keeps_the_index(lifecycle):
     requests = [short, short, long, long, long, long]
     streams = [Stream(server.grpc_url) for _ in requests]
     answers = [stream.send(request) for stream, request in zip(streams, requests, strict=True)]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + LIVENESS_S
     for stream, answer in zip(streams[2:], answers[2:], strict=True):
         while stream.next_event(answer, deadline) != "completion":
             assert answer.error is None, answer
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(1.0)
-    refused = ask(server.grpc_url, short, timeout=10)
+    wait_until(lambda: not server.ready(), "the server drains")
+    refused = ask(server.grpc_url, short, timeout=LIVENESS_S)  # the long answers keep the server up
     assert refused.error and "shutting down" in refused.error, refused
     try:
         for stream, answer in zip(streams, answers, strict=True):
             if answer.end is None and answer.error is None:
-                left = signalled + GRACE_S + EXIT_MARGIN_S - time.monotonic()
-                stream.collect(answer=answer, timeout=max(0.1, left))
+                stream.collect(answer=answer, timeout=LIVENESS_S)
     finally:
         for stream in streams:
             stream.close(cancel=False)
-    code = server.process.wait(GRACE_S + EXIT_MARGIN_S)
+    code = server.process.wait(LIVENESS_S)
     exit_s = time.monotonic() - signalled
     log = server.log_text()
     reasons = [a.end["finish_reason"] if a.end else f"error: {a.error}" for a in answers]
@@ -137,11 +139,11 @@ def test_sigterm_drains_streams_and_keeps_the_index(lifecycle):
 def _start_a_rebuild(copy: ServableCopy, server: OvmsServer) -> str:
     """Once the index is ready, list bulk/ in docs.txt and wait until its embedding starts; the build
     that was serving before."""
-    assert wait_for(lambda: copy.status().get("state") == "ready", 30), copy.status()
+    assert wait_for(lambda: copy.status().get("state") == "ready", LIVENESS_S), copy.status()
     build = _build_is_whole(copy)
     calls = metrics(server).get(EMBEDDING_CALLS, 0.0)
     copy.write_docs([*DEFAULT_DOCS, "bulk/"])
-    started = wait_for(lambda: metrics(server).get(EMBEDDING_CALLS, 0.0) > calls, 20, interval=0.05)
+    started = wait_for(lambda: metrics(server).get(EMBEDDING_CALLS, 0.0) > calls, LIVENESS_S, interval=0.05)
     assert started, f"the rebuild did not start: {copy.status()}"
     return build
 
@@ -150,9 +152,8 @@ def test_sigkill_during_a_rebuild_leaves_the_previous_index(lifecycle):
     copy = lifecycle.copy
     server = lifecycle.running()
     build = _start_a_rebuild(copy, server)
-    time.sleep(0.5)
     server.process.kill()
-    server.process.wait(10)
+    server.process.wait(LIVENESS_S)
     lifecycle.server = None
     assert copy.current_build().name == build, "the rebuild finished before the kill: make bulk/ bigger"
     leftovers = sorted(p.name for p in copy.index_dir.iterdir() if p.name.startswith(".tmp"))
@@ -165,26 +166,28 @@ def test_sigkill_during_a_rebuild_leaves_the_previous_index(lifecycle):
     _answers(server)
 
 
-def test_sigterm_during_a_rebuild_exits_in_time_and_keeps_the_index(lifecycle):
+def test_sigterm_during_a_rebuild_stops_it_and_keeps_the_index(lifecycle):
     copy = lifecycle.copy
     server = lifecycle.running()
     build = _start_a_rebuild(copy, server)
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     try:
-        code = server.process.wait(GRACE_S + EXIT_MARGIN_S)
+        code = server.process.wait(LIVENESS_S)
     except subprocess.TimeoutExpired:
         code = None
         server.process.kill()
-        server.process.wait(10)
+        server.process.wait(LIVENESS_S)
     exit_s = time.monotonic() - signalled
     lifecycle.server = None
     copy.write_docs(DEFAULT_DOCS)
     print(f"SIGTERM during a rebuild: exit code {code} after {exit_s:.1f} s")
     assert _build_is_whole(copy) == build
-    log = server.log_text()[-1500:]
-    assert code is not None, f"no exit within {GRACE_S + EXIT_MARGIN_S} s of SIGTERM during a rebuild:\n{log}"
-    assert code == 0, f"exit code {code} {exit_s:.1f} s after SIGTERM during a rebuild:\n{log}"
+    log = server.log_text()
+    assert code is not None, f"no exit within {LIVENESS_S} s of SIGTERM during a rebuild:\n{log[-1500:]}"
+    assert code == 0, f"exit code {code} {exit_s:.1f} s after SIGTERM during a rebuild:\n{log[-1500:]}"
+    # The exit did not wait for the rebuild: it gave up.
+    assert "index rebuild stopped: the server is shutting down" in log, log[-1500:]
 
 
 def _restart_rebuilds(lifecycle: Lifecycle, damage, problem: str) -> None:
