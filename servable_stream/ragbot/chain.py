@@ -8,14 +8,14 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessageChunk, BaseMessage, convert_to_messages
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
 
+from . import grounding
 from .chat_model import OpenVINOChatModel
 from .engine import Arrival
 from .passages import Passage, rank
@@ -56,19 +56,27 @@ def _regex_literal(text: str) -> str:
     return re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\1", text)
 
 
+class PassageEmbeddings(Protocol):
+    """What ranking passages needs of the embedding model (CountedOpenVINOEmbeddings)."""
+
+    def embed_query(self, text: str) -> list[float]: ...
+
+    def embed_passages(self, texts: list[str]) -> list[list[float]]: ...
+
+
 class RagChain:
     """`prepare(request)` retrieves and builds the prompt; `stream(prepared, request)` generates.
 
     Retrieval searches for the question together with the last `history_turns` user turns (a
     follow-up such as "And how much does it cost?" names nothing by itself), cuts the chunks into
-    passages (see `passages`), ranks them against the question and keeps the best few, numbered as
+    passages (see `passages`), ranks them against the same text and keeps the best few, numbered as
     the answer cites them."""
 
     def __init__(
         self,
         chat_model: OpenVINOChatModel,
         search: Callable[[str, int], list[Document]],  # [] only when nothing is indexed
-        embeddings: Embeddings,
+        embeddings: PassageEmbeddings,
         top_k: int,
         context_tokens: int,
         answer: AnswerSettings,
@@ -118,18 +126,20 @@ class RagChain:
     def _retrieve(self, request: ChatRequest) -> dict[str, Any]:
         started = time.perf_counter()
         found: list[Passage] = []
+        chunks: list[Document] = []
         if request.use_rag:
-            chunks = self.search(self.search_query(request), self.top_k)
+            query = self.search_query(request)
+            chunks = self.search(query, self.top_k)
             found = rank(
-                request.question,
+                query,
                 chunks,
                 self.embeddings.embed_query,
-                self.embeddings.embed_documents,
+                self.embeddings.embed_passages,
                 self.answer.passage_sentences,
                 self.answer.lexical_weight,
             )[: self.answer.passages]
         elapsed = (time.perf_counter() - started) * 1000
-        return {"request": request, "passages": found, "retrieval_ms": elapsed}
+        return {"request": request, "chunks": chunks, "passages": found, "retrieval_ms": elapsed}
 
     def _messages(self, request: ChatRequest, passages: list[Passage], history_from: int) -> list:
         conversation = request.messages[history_from:]
@@ -164,7 +174,7 @@ class RagChain:
                 f"pre_prompt: the question is {question_tokens} tokens; the model's context holds "
                 f"{self.context_tokens} (MAX_CONTEXT_TOKENS)"
             )
-        if request.use_rag and (not passages or passages[0].score < self.answer.relevance_threshold):
+        if request.use_rag and not self._relevant(request.question, state["chunks"], passages):
             return Prepared([], None, [], 0, state["retrieval_ms"], refusal=self.answer.refusal)
         budget = self.context_tokens - request.max_new_tokens
         history_from = 0
@@ -189,6 +199,17 @@ class RagChain:
                     f"{self.context_tokens} (MAX_CONTEXT_TOKENS)"
                 )
             return self._prepared(state, [], messages, ids, room)
+
+    def _relevant(self, question: str, chunks: list[Document], passages: list[Passage]) -> bool:
+        """Whether the passages may answer: the best scores at least RELEVANCE_THRESHOLD and, with
+        REQUIRE_QUESTION_NAMES, the retrieved chunks hold every name and code of the question (a
+        question about the Moon, or a product no document names, finds chunks on other things)."""
+        if not passages or passages[0].score < self.answer.relevance_threshold:
+            return False
+        if not self.answer.require_question_names:
+            return True
+        unknown = grounding.unsupported(question, [chunk.page_content for chunk in chunks])
+        return not any(fact.kind == "name" for fact in unknown)
 
     def _prepared(
         self, state: dict, passages: list[Passage], messages: list, ids: Any, max_new_tokens: int

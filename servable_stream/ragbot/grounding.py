@@ -102,7 +102,8 @@ def facts(text: str) -> list[Fact]:
         elif kind == "code":
             found.append(Fact(token, start, end, "name", lower))
         elif _is_name(text, token, start):
-            found.append(Fact(token, start, end, "name", lower.replace("’", "'")))
+            name = re.sub(r"['’]s$", "", lower)  # Lumenfold's: Lumenfold
+            found.append(Fact(token, start, end, "name", name))
     close_run()
     return found
 

@@ -79,7 +79,7 @@ def rank(
     query: str,
     chunks: list[Document],
     embed_query: Callable[[str], list[float]],
-    embed_documents: Callable[[list[str]], list[list[float]]],
+    embed_passages: Callable[[list[str]], list[list[float]]],
     size: int,
     lexical_weight: float,
 ) -> list[Passage]:
@@ -90,7 +90,7 @@ def rank(
     found = windows(chunks, size)
     if not found:
         return []
-    vectors = np.asarray(embed_documents([text for text, _ in found]), dtype=np.float32)
+    vectors = np.asarray(embed_passages([text for text, _ in found]), dtype=np.float32)
     similarity = vectors @ np.asarray(embed_query(query), dtype=np.float32)
     held = [terms(text) for text, _ in found]
     weight = {}

@@ -48,10 +48,11 @@ class AnswerSettings:
     mode: str = "generate"
     prompt: str = DEFAULT_PROMPT
     refusal: str = DEFAULT_REFUSAL
-    relevance_threshold: float = 0.0
+    relevance_threshold: float = 0.5  # calibrated by `make eval` with all-MiniLM-L6-v2
+    require_question_names: bool = True
     passages: int = 4
     extract_choices: int = 1
-    passage_sentences: int = 2
+    passage_sentences: int = 3
     lexical_weight: float = 0.5
     keyword_weight: float = 0.5
     history_turns: int = 1
@@ -193,6 +194,10 @@ class Settings:
             prompt=prompt,
             refusal=refusal,
             relevance_threshold=number("RELEVANCE_THRESHOLD", base.relevance_threshold, 0.0, 2.0, float),
+            require_question_names=number(
+                "REQUIRE_QUESTION_NAMES", int(base.require_question_names), 0, 1, int
+            )
+            == 1,
             passages=number("CONTEXT_PASSAGES", base.passages, 1, 50, int),
             extract_choices=number("EXTRACT_CHOICES", base.extract_choices, 1, 50, int),
             passage_sentences=number("PASSAGE_SENTENCES", base.passage_sentences, 1, 20, int),

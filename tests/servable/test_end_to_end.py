@@ -74,7 +74,9 @@ def test_plain_question_streams_sources_pieces_and_end_signal(server):
 def test_answer_copies_a_passage_and_cites_it(server):
     """The offline model answers in extract mode (models.json): whatever it picks is one of the
     passages sent as sources, cited by its number, so grounding finds nothing unsupported."""
-    answer = ask(server.grpc_url, "What is the launch code of Project Bluefin?")
+    answer = ask(
+        server.grpc_url, {"question": "What is the launch code of Project Bluefin?", "max_new_tokens": 128}
+    )
     assert answer.error is None and answer.end["finish_reason"] == "stop"
     choices = [f"{source['text']} [{n}]" for n, source in enumerate(answer.sources, start=1)]
     assert answer.text in choices

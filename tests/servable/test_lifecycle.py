@@ -44,7 +44,9 @@ def test_shutdown_ends_running_answers_and_restart_reuses_the_index(tmp_path_fac
     )
 
     stream = Stream(first.grpc_url)
-    stream.send({"question": "Tell a very long story.", "max_new_tokens": 2000, "ignore_eos": True})
+    stream.send(
+        {"question": "Tell a very long story.", "max_new_tokens": 2000, "ignore_eos": True, "use_rag": False}
+    )
     assert stream.events.get(timeout=60)[0] == "sources"
     assert stream.events.get(timeout=60)[0] == "completion"
     assert first.stop(signal.SIGTERM) == 0
