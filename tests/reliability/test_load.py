@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 STREAMS = 64
 DURATION_S = 120.0
-REQUEST_TIMEOUT_S = LIVENESS_S  # a liveness guard: 64 RAG prompts at once on 2 loaded cores are slow
+# A liveness guard: with a busy loop beside it on 2 cores, answers took 44 s at p95 to start.
+REQUEST_TIMEOUT_S = 300.0
 MAX_NEW_TOKENS = 16
 QUESTION = json_request(
     "How long does the Harvest Tern HT-7 fly on one battery?", max_new_tokens=MAX_NEW_TOKENS
