@@ -154,7 +154,7 @@ def test_interrupted_conversion_leaves_nothing_behind(tiny_gguf, tmp_path):
             preexec_fn=sigint_as_in_a_terminal,
         )
     try:
-        wait_until(lambda: held.exists() or process.poll() is not None, "the conversion is held")
+        wait_until(lambda: held.exists() or process.poll() is not None, "the conversion is held", 600)
         assert process.poll() is None, log.read_text()
         assert list(out.glob(".tiny-llama.*.partial/openvino_model.xml")), "nothing written yet"
         process.send_signal(signal.SIGINT)
