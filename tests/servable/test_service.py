@@ -6,7 +6,6 @@ environment, else the model's registry entry, and a bad one names its variable."
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -15,6 +14,7 @@ from ragbot import service
 from ragbot.documents import Entry, Fetcher, FetchLimits
 from ragbot.settings import AnswerSettings, Settings
 
+from tests.conftest import wait_until
 from tests.servable.rag import SERVABLE
 
 
@@ -92,9 +92,15 @@ def test_docs_txt_edited_during_the_first_build_is_rebuilt(
     monkeypatch.setattr(service, "IndexManager", index)
     rag = service.RagService(Settings.from_env(tmp_path, env))
     try:
-        time.sleep(0.6)
         expected = ["start", "start: docs.txt changed before watching began"] if edited else ["start"]
-        assert indexes[0].reasons == expected
+        # A rebuild at start is asked for before the watcher runs, so it comes before the rebuild of a
+        # later save; wait for it first all the same, as the save's request would replace a pending one.
+        wait_until(lambda: len(indexes[0].reasons) >= len(expected), "the builds at start")
+        new = tmp_path / ".docs.txt.new"
+        new.write_text("a.md\nc.md\n", encoding="utf-8")
+        new.replace(tmp_path / "docs.txt")
+        wait_until(lambda: indexes[0].reasons[-1].endswith("event"), "the rebuild of a later save")
+        assert indexes[0].reasons[:-1] == expected
     finally:
         rag.stop()
 
