@@ -22,6 +22,7 @@ from ragbot.engine import Engine
 from ragbot.request import parse_request
 from ragbot.settings import AnswerSettings
 
+from tests.conftest import LIVENESS_S
 from tests.servable.rag import LLM_DIR, require_models, wait_for
 
 pytestmark = pytest.mark.slow
@@ -238,7 +239,7 @@ def test_closing_the_stream_cancels_the_request(chat_model, engine):
     assert engine.active_count() == 1
     stream.close()
     assert engine.active_count() == 0
-    assert wait_for(lambda: metrics.PIPELINE_REQUESTS._value.get() == 0, timeout=5)
+    assert wait_for(lambda: metrics.PIPELINE_REQUESTS._value.get() == 0, timeout=LIVENESS_S)
 
 
 def test_stop_ends_running_generations_with_shutdown():

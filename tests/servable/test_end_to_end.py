@@ -14,6 +14,7 @@ import tritonclient.grpc as grpcclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import LIVENESS_S
 from tests.servable.rag import ServableCopy, Stream, ask, metrics, model_ready, require_models, wait_for
 
 pytestmark = pytest.mark.slow
@@ -151,7 +152,7 @@ def test_editing_docs_txt_switches_retrieval_without_restart(server, copy):
     edited = time.monotonic()
     copy.write_docs(["notes/garden.txt", "later/"])
 
-    assert wait_for(lambda: top_source() == "later/orchid.md", timeout=20, interval=0.2)
+    assert wait_for(lambda: top_source() == "later/orchid.md", timeout=LIVENESS_S, interval=0.2)
     print(
         f"live reload: docs.txt edit to an answer from the new document in {time.monotonic() - edited:.2f} s"
     )
@@ -186,7 +187,7 @@ def test_cancelled_stream_frees_its_request(server):
         values = metrics(server)
         return values["rag_llm_active_requests"] == 0 and values["rag_llm_pipeline_requests"] == 0
 
-    assert wait_for(freed, timeout=5)
+    assert wait_for(freed, timeout=LIVENESS_S)
     assert metrics(server)[cancelled] == before + 1
 
 

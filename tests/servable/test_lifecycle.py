@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from tests.conftest import LIVENESS_S
 from tests.servable.rag import ServableCopy, Stream, ask, metrics, model_ready, require_models, wait_for
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,7 @@ def test_shutdown_ends_running_answers_and_restart_reuses_the_index(tmp_path_fac
     second = ovms_server(copy.config)
     assert "loaded stored index: 1 documents, 1 chunks" in second.log_text()
     # The background comparison with docs.txt finds nothing new: still nothing embedded.
-    assert wait_for(lambda: copy.status().get("reason", "").startswith("start"), timeout=20)
+    assert wait_for(lambda: copy.status().get("reason", "").startswith("start"), timeout=LIVENESS_S)
     assert copy.status()["embedded_chunks"] == 0
     answer = ask(second.grpc_url, "How many otters live in the harbour?")
     assert answer.sources[0]["document"] == "docs/otters.md"
