@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import LIVENESS_S, REPO, free_port
 
 SLOW_CONFIG = Path(__file__).resolve().parent / "slow_servable" / "config.json"
 ARTIFACTS = REPO / "test-artifacts"
@@ -60,7 +60,7 @@ class ServableLog:
     def requests(self) -> list[dict]:
         return self.records("requests.jsonl")
 
-    def wait_for_cancellations(self, count: int = 1, timeout: float = 5.0) -> list[dict]:
+    def wait_for_cancellations(self, count: int = 1, timeout: float = LIVENESS_S) -> list[dict]:
         """The cancellation records, once at least `count` are there (else what there is at the timeout)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -152,7 +152,7 @@ def browser_page(tmp_path: Path):
     """A Playwright page in headless Debian Chromium with a new, empty profile."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: run tests/install_browser.sh")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
@@ -164,8 +164,13 @@ def browser_page(tmp_path: Path):
             args=CHROMIUM_ARGS,
             viewport={"width": 1280, "height": 1100},
         )
+        page = context.pages[0] if context.pages else context.new_page()
+        # Playwright's waits (5 s for expect, 30 s for actions by default) are liveness guards: make them
+        # generous for a loaded machine.
+        page.set_default_timeout(LIVENESS_S * 1000)
+        expect.set_options(timeout=LIVENESS_S * 1000)
         try:
-            yield context.pages[0] if context.pages else context.new_page()
+            yield page
         finally:
             context.close()
 
