@@ -10,12 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.servable.rag import require_models
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "benchmark.py"
-MODELS = (
-    REPO / "servable_stream" / "smollm2-135m-instruct_INT4_compressed_weights" / "openvino_model.xml",
-    REPO / "servable_stream" / "all-MiniLM-L6-v2" / "openvino_model.xml",
-)
 NUMBER = re.compile(r"^-?[\d,]+\.\d+$")
 
 
@@ -34,9 +32,7 @@ def _tables(markdown: str) -> dict[str, list[list[str]]]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
-    missing = [str(p.parent.name) for p in MODELS if not p.exists()]
-    if missing:
-        pytest.skip(f"model folders missing: {', '.join(missing)} (run `make models`)")
+    require_models()
     run = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=840,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from bench.settings import SERVABLE_DIR, servable_on_path
-from tests.bench.test_benchmark import MODELS, REPO, _tables
+from tests.bench.test_benchmark import REPO, _tables
 from tests.scripts.test_makefile import recipe_env
+from tests.servable.rag import require_models
 
 SCRIPT = REPO / "scripts" / "evaluate.py"
 PERCENT_COLUMNS = (1, 2, 3, 4, 5, 7)  # of the "Answer quality" table; 6 is a count, 8 and 9 timings
@@ -21,9 +22,7 @@ PERCENT_COLUMNS = (1, 2, 3, 4, 5, 7)  # of the "Answer quality" table; 6 is a co
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_subset_reports_every_configuration(tmp_path: Path) -> None:
-    missing = [str(p.parent.name) for p in MODELS if not p.exists()]
-    if missing:
-        pytest.skip(f"model folders missing: {', '.join(missing)} (run `make models`)")
+    require_models()
     args = ["--limit", "4", "--configs", "current", "--max-new-tokens", "48", "--output-dir", str(tmp_path)]
     run = subprocess.run(
         [sys.executable, str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=280
