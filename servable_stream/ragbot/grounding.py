@@ -128,12 +128,13 @@ def _words(text: str) -> set[str]:
     """Lower-cased words, hyphenated ones both whole and in parts ("26-month": 26-month, 26, month)."""
     words = set()
     for word in re.findall(r"[^\W_][\w'’-]*", text.lower()):
-        words.add(_stem(word))
-        words.update(_stem(part) for part in word.split("-") if part)
+        words.add(stem(word))
+        words.update(stem(part) for part in word.split("-") if part)
     return words
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """A lower-cased word without its plural s ("months": "month"; "glass" stays), apostrophes as '."""
     word = word.replace("’", "'")
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
@@ -151,7 +152,7 @@ def contains(text: str, fact_text: str) -> bool:
         return False
     rest = re.sub(r"\d[\d,.:]*", " ", fact_text.lower())
     wanted = {w for w in re.findall(rf"{_L}[\w'’]*", rest) if w not in _NUMBER_WORDS and w != "and"}
-    return {_stem(w) for w in wanted} <= _words(text)
+    return {stem(w) for w in wanted} <= _words(text)
 
 
 def unsupported(answer: str, source_texts: list[str]) -> list[Fact]:
@@ -166,7 +167,7 @@ def unsupported(answer: str, source_texts: list[str]) -> list[Fact]:
         if fact.kind == "number":
             if fact.value not in values:
                 missing.append(fact)
-        elif not all(_stem(part) in words for part in re.split(r"[\s/]+", str(fact.value)) if part):
+        elif not all(stem(part) in words for part in re.split(r"[\s/]+", str(fact.value)) if part):
             missing.append(fact)
     return missing
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from langchain_core.documents import Document
 
+from .grounding import stem
+
 # A sentence ends at . ! ? before a capital, a digit or a quote, or at a line break.
 _BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[\"“(\[]?[A-Z0-9])|\s*\n\s*")
 _MARKUP = re.compile(r"^[#>*\-\s]+")
@@ -49,8 +51,7 @@ def tokens(text: str) -> list[str]:
     found = []
     for word in _TERM.findall(text.lower()):
         if word not in _STOP and (len(word) > 2 or any(c.isdigit() for c in word)):
-            plural = len(word) > 3 and word.endswith("s") and not word.endswith("ss")
-            found.append(word[:-1] if plural else word)
+            found.append(stem(word))
     return found
 
 
