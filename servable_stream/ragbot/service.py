@@ -8,8 +8,6 @@ import logging
 import time
 from collections.abc import Iterator
 
-from langchain_core.messages import AIMessageChunk
-
 from . import grounding
 from .chain import Prepared, RagChain
 from .chat_model import OpenVINOChatModel
@@ -112,14 +110,10 @@ class RagService:
         self, request: ChatRequest, prepared: Prepared, started: float, arrival: Arrival
     ) -> Iterator[tuple[str, str]]:
         first_piece_at = None
-        stats: dict = {"finish_reason": "stop"} if prepared.refusal else {}
+        stats: dict = {}
         usage: dict = {}
         pieces: list[str] = []
-        if prepared.refusal:
-            arrival.close()
-            stream: Iterator = iter([AIMessageChunk(content=prepared.refusal)])
-        else:
-            stream = self.chain.stream(prepared, request, arrival)
+        stream = self.chain.stream(prepared, request, arrival)
         try:
             yield SOURCES, json.dumps(prepared.sources, ensure_ascii=False)
             for chunk in stream:
@@ -132,8 +126,7 @@ class RagService:
                     stats, usage = chunk.response_metadata, chunk.usage_metadata or {}
         finally:
             arrival.close()
-            if hasattr(stream, "close"):
-                stream.close()
+            stream.close()
         prompt_tokens = int(prepared.input_ids.get_shape()[-1]) if prepared.input_ids is not None else 0
         end = {
             "finish_reason": stats.get("finish_reason", "error"),
