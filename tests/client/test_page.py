@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.client.conftest import GROUNDED_QUESTION, SLOW_CONFIG
 
@@ -38,6 +40,16 @@ def answer_text(page: Page, index: int) -> str:
     return page.locator(ANSWER).nth(index).inner_text()
 
 
+def unfold_and_capture(page: Page, sources: Locator, shown: tuple[str, ...], screenshot: Path) -> None:
+    """Open the sources, check they show `shown`, and take the screenshot once they have unfolded."""
+    sources.locator(".title").click()
+    for text in shown:
+        expect(sources).to_contain_text(text)
+    expect(sources.locator(".content")).to_be_visible()
+    page.wait_for_timeout(500)  # the unfolding animation, for the screenshot
+    page.screenshot(path=str(screenshot))
+
+
 def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_page, browser_page, artifacts):
     page = browser_page
     page.goto(start_page(slow_server.grpc_url))
@@ -56,13 +68,8 @@ def test_page_streams_answers_with_sources_history_and_stop(slow_server, start_p
     # The servable sent no grounding: nothing is highlighted or noted.
     expect(page.locator(ANSWER).first.locator("mark, sup")).to_have_count(0)
     assert "not found in the sources" not in answer_text(page, 0)
-    sources.locator(".title").click()
-    expect(sources).to_contain_text("About: How do I set it up?")
-    expect(sources).to_contain_text("guide/setup.md")
-    expect(sources).to_contain_text("score 0.91")
-    expect(sources.locator(".content")).to_be_visible()
-    page.wait_for_timeout(500)  # the unfolding animation, for the screenshot
-    page.screenshot(path=str(artifacts / "client-page.png"))
+    shown = ("About: How do I set it up?", "guide/setup.md", "score 0.91")
+    unfold_and_capture(page, sources, shown, artifacts / "client-page.png")
 
     # A long answer grows word by word (it is far from its end when read early), and is stopped from
     # the page: the server's generator is closed too.
@@ -117,13 +124,8 @@ def test_page_highlights_facts_no_source_holds_and_marks_citations(
     expect(answer).to_contain_text("send it to Lima [3].")
     # The sources are numbered to match, with the passages the model was given.
     sources = page.locator(SOURCES).first
-    sources.locator(".title").click()
-    expect(sources).to_contain_text("[1] Setup guide")
-    expect(sources).to_contain_text("[2] FAQ")
-    expect(sources).to_contain_text("The HT-7 flies 47 minutes on one battery.")
-    expect(sources.locator(".content")).to_be_visible()
-    page.wait_for_timeout(500)  # the unfolding animation, for the screenshot
-    page.screenshot(path=str(artifacts / "client-page-grounding.png"))
+    shown = ("[1] Setup guide", "[2] FAQ", "The HT-7 flies 47 minutes on one battery.")
+    unfold_and_capture(page, sources, shown, artifacts / "client-page-grounding.png")
 
 
 def test_page_says_plainly_when_the_server_is_down_and_works_once_it_is_back(
