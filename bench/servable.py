@@ -71,7 +71,12 @@ class ServerBench:
         env = make_servable_copy(self.root, self.settings.llm_dir, self.settings.embedding_dir)
         # The benchmark times generation with and without retrieved context, on the same open-ended
         # prompts as GenAI: the model writes freely, and no prompt is turned away by the answer gate.
-        env |= {"ANSWER_MODE": "generate", "RELEVANCE_THRESHOLD": "0", "REQUIRE_QUESTION_NAMES": "0"}
+        env |= {
+            "ANSWER_MODE": "generate",
+            "RELEVANCE_THRESHOLD": "0",
+            "REQUIRE_QUESTION_NAMES": "0",
+            "REQUIRE_ANSWER_KIND": "0",
+        }
         (self.root / DOCS_FOLDER).mkdir()
         self.write_documents(range(self.settings.documents))
         self.write_docs_txt()

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, convert_to_mess
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
 
-from . import grounding
+from . import answer_kind, grounding
 from .chat_model import OpenVINOChatModel
 from .engine import Arrival
 from .passages import Passage, rank
@@ -135,6 +135,28 @@ class RagChain:
         users = [m["content"] for m in request.messages if m["role"] == "user"]
         return "\n".join(users[-1 - self.answer.history_turns :])
 
+    def _answering(
+        self, request: ChatRequest, chunks: list[Document], ranked: list[Passage]
+    ) -> list[Passage]:
+        """With REQUIRE_ANSWER_KIND, the passages that may answer: those holding a fact of the kind the
+        question asks for (a price for "how much does it cost"), from a document that names what the
+        question (or, for "And how many people work there?", the question before it) is about."""
+        if not self.answer.require_answer_kind:
+            return ranked
+        users = [m["content"] for m in request.messages if m["role"] == "user"]
+        need = answer_kind.need(request.question)
+        about = answer_kind.subject(request.question, users[-2] if len(users) > 1 else "")
+        by_document: dict[str, str] = {}
+        for chunk in chunks:
+            document = chunk.metadata.get("document", "")
+            by_document[document] = by_document.get(document, "") + "\n" + chunk.page_content
+        return [
+            p
+            for p in ranked
+            if answer_kind.names_in(by_document.get(p.metadata.get("document", ""), ""), about)
+            and answer_kind.holds(p.text, need)
+        ]
+
     def _retrieve(self, request: ChatRequest) -> dict[str, Any]:
         started = time.perf_counter()
         found: list[Passage] = []
@@ -142,14 +164,15 @@ class RagChain:
         if request.use_rag:
             query = self.search_query(request)
             chunks = self.search(query, self.top_k)
-            found = rank(
+            ranked = rank(
                 query,
                 chunks,
                 self.embeddings.embed_query,
                 self.embeddings.embed_passages,
                 self.answer.passage_sentences,
                 self.answer.lexical_weight,
-            )[: self.answer.passages]
+            )
+            found = self._answering(request, chunks, ranked)[: self.answer.passages]
         elapsed = (time.perf_counter() - started) * 1000
         return {"request": request, "chunks": chunks, "passages": found, "retrieval_ms": elapsed}
 
@@ -213,9 +236,10 @@ class RagChain:
             return self._prepared(state, [], messages, ids, room)
 
     def _relevant(self, question: str, chunks: list[Document], passages: list[Passage]) -> bool:
-        """Whether the passages may answer: the best scores at least RELEVANCE_THRESHOLD and, with
-        REQUIRE_QUESTION_NAMES, the retrieved chunks hold every name and code of the question (a
-        question about the Moon, or a product no document names, finds chunks on other things)."""
+        """Whether the passages may answer: there is one (with REQUIRE_ANSWER_KIND, one of the asked
+        kind), the best scores at least RELEVANCE_THRESHOLD and, with REQUIRE_QUESTION_NAMES, the
+        retrieved chunks hold every name and code of the question (a question about the Moon, or a
+        product no document names, finds chunks on other things)."""
         if not passages or passages[0].score < self.answer.relevance_threshold:
             return False
         if not self.answer.require_question_names:

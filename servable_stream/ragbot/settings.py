@@ -48,8 +48,9 @@ class AnswerSettings:
     mode: str = "generate"
     prompt: str = DEFAULT_PROMPT
     refusal: str = DEFAULT_REFUSAL
-    relevance_threshold: float = 0.5  # calibrated by `make eval` with all-MiniLM-L6-v2
+    relevance_threshold: float = 0.4  # calibrated by `make eval` with all-MiniLM-L6-v2
     require_question_names: bool = True
+    require_answer_kind: bool = True
     passages: int = 4
     extract_choices: int = 1
     passage_sentences: int = 3
@@ -198,6 +199,7 @@ class Settings:
                 "REQUIRE_QUESTION_NAMES", int(base.require_question_names), 0, 1, int
             )
             == 1,
+            require_answer_kind=number("REQUIRE_ANSWER_KIND", int(base.require_answer_kind), 0, 1, int) == 1,
             passages=number("CONTEXT_PASSAGES", base.passages, 1, 50, int),
             extract_choices=number("EXTRACT_CHOICES", base.extract_choices, 1, 50, int),
             passage_sentences=number("PASSAGE_SENTENCES", base.passage_sentences, 1, 20, int),

@@ -72,7 +72,8 @@ def chain(chat_model, found, context_tokens=2048, queries=None, **answer) -> Rag
             queries.append(query)
         return found[:k]
 
-    settings = AnswerSettings(**{"relevance_threshold": 0.0, **answer})  # word hashing scores low
+    # Word hashing scores low; the answer-kind gate has tests of its own below.
+    settings = AnswerSettings(**{"relevance_threshold": 0.0, "require_answer_kind": False, **answer})
     return RagChain(chat_model, search, WordEmbeddings(), 3, context_tokens, settings)
 
 
