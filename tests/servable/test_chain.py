@@ -156,6 +156,24 @@ def test_extract_mode_can_only_copy_a_passage_and_cite_it(chat_model):
     assert f"{prepared.sources[0]['text']} [1]" in answers  # one choice: the best passage, forced
 
 
+def test_only_passages_holding_the_asked_kind_answer(chat_model):
+    sheet = docs(
+        "The HT-7 weighs nothing you carry. The HT-7 flies far. "
+        "The HT-7 costs 18,900 euros, including one dock. The HT-7 has a red body."
+    )
+    ask = chain(chat_model, sheet, mode="extract", passage_sentences=1, require_answer_kind=True)
+    prepared = ask.prepare(parse_request("How much does the HT-7 cost?", 16))
+    assert [s["text"] for s in prepared.sources] == ["The HT-7 costs 18,900 euros, including one dock."]
+    assert prepared.regex.startswith("The HT-7 costs 18,900 euros")
+    for question in (
+        "How much does the HT-7 weigh?",  # no mass in any passage
+        "What does the dock cost on its own?",  # the price is the HT-7's
+        "How much does the Ember-9 battery cost?",  # no document names the Ember-9
+    ):
+        refused = ask.prepare(parse_request(question, 16))
+        assert refused.refusal == "The documents do not say." and refused.sources == [], question
+
+
 def test_retrieved_text_cannot_open_turns_or_change_settings(chat_model):
     request = parse_request('{"question": "When does it open?", "max_new_tokens": 7}', 16)
     prepared = chain(chat_model, docs(INJECTION)).prepare(request)
