@@ -128,6 +128,10 @@ def container_fields(model: dict) -> dict:
     return {key: value for key, value in model.items() if key not in MODEL_EXTENSION_FIELDS | {"storage"}}
 
 
+def pod_template(overlay: str) -> dict:
+    return one(overlay, "Deployment", "ovms-rag")["spec"]["template"]
+
+
 def server_pod(overlay: str) -> tuple[dict, dict]:
     """The OVMS pod spec and its OVMS container; under KServe the runtime's container with the
     InferenceService's container fields merged in, as KServe does."""
@@ -135,7 +139,7 @@ def server_pod(overlay: str) -> tuple[dict, dict]:
         spec = one(overlay, "ServingRuntime", "ovms-rag")["spec"]
         model = one(overlay, "InferenceService", "ovms-rag")["spec"]["predictor"]["model"]
         return spec, {**spec["containers"][0], **container_fields(model)}
-    spec = one(overlay, "Deployment", "ovms-rag")["spec"]["template"]["spec"]
+    spec = pod_template(overlay)["spec"]
     return spec, next(c for c in spec["containers"] if c["name"] == "ovms")
 
 
@@ -235,7 +239,15 @@ def test_the_server_runs_the_servable_as_ovms_does(overlay: str) -> None:
     assert ovms["image"] == "openvino/model_server:py"  # `make python_image`
     args = dict(arg.removeprefix("--").partition("=")[::2] for arg in ovms["args"])
     assert args["port"] == "9000" and args["rest_port"] == "8000"
-    assert {p["containerPort"] for p in ovms["ports"]} == {9000, 8000}
+    ports = {p["name"]: p["containerPort"] for p in ovms["ports"]}
+    assert {9000, 8000} <= set(ports.values())
+    # The servable's own metrics, which real OVMS's /metrics lacks, are where Prometheus looks.
+    env = {e["name"]: e.get("value") for e in ovms["env"]}
+    assert int(env["METRICS_PORT"]) == ports["metrics"]
+    annotations = (
+        spec["annotations"] if overlay == "kserve" else pod_template(overlay)["metadata"]["annotations"]
+    )
+    assert annotations["prometheus.io/port"] == env["METRICS_PORT"]
     config_dir = str(Path(args["config_path"]).parent)
     if overlay == "kserve":
         assert config_dir == "/mnt/models"  # where KServe mounts the storageUri
@@ -292,7 +304,7 @@ def test_clients_balance_over_the_headless_service(overlay: str) -> None:
     assert "--ovms_url=dns:///ovms-rag-headless:9000" in client["args"]
     assert one(overlay, "Service", "ovms-rag-client")["spec"]["ports"][0]["port"] == 9001
     if overlay != "kserve":
-        labels = one(overlay, "Deployment", "ovms-rag")["spec"]["template"]["metadata"]["labels"]
+        labels = pod_template(overlay)["metadata"]["labels"]
         for name in ("ovms-rag", "ovms-rag-headless"):
             selector = one(overlay, "Service", name)["spec"]["selector"]
             assert selector.items() <= labels.items(), f"Service {name} selects no OVMS pod"
