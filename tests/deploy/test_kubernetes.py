@@ -12,7 +12,6 @@ references between them). Whether KServe and the cluster run it is for a cluster
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -23,14 +22,20 @@ from pathlib import Path
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
 
 from tests.conftest import REPO
+from tests.deploy.manifests import (
+    KUSTOMIZE,
+    OVERLAYS,
+    container_fields,
+    one,
+    pod_template,
+    rendered,
+    server_pod,
+)
 
-KUSTOMIZE = REPO / "deploy" / "kubernetes"
-OVERLAYS = sorted(p.name for p in (KUSTOMIZE / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 KUBERNETES_VERSIONS = ("1.29", kv_utils.latest_version())
 KSERVE_GROUP = "serving.kserve.io"
 GRAPH = json.loads((REPO / "servable_stream" / "config.json").read_text())["mediapipe_config_list"][0]["name"]
@@ -50,33 +55,6 @@ PREDICTOR_EXTENSION_FIELDS = {
     "timeoutSeconds", "canaryTrafficPercent", "labels", "annotations", "logger", "batcher",
     "deploymentStrategy", "minAvailable", "maxUnavailable",
 }  # fmt: skip
-MODEL_EXTENSION_FIELDS = {"modelFormat", "runtime", "storageUri", "runtimeVersion", "protocolVersion"}
-
-
-@cache
-def rendered(overlay: str) -> tuple[dict, ...]:
-    """The objects `kubectl kustomize` makes of one overlay."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.fail("kubectl is not on PATH: it renders deploy/kubernetes (kubectl kustomize)")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(KUSTOMIZE / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, f"kubectl kustomize overlays/{overlay} failed:\n{out.stderr}"
-    return tuple(obj for obj in yaml.safe_load_all(out.stdout) if obj)
-
-
-def objects(overlay: str, kind: str) -> list[dict]:
-    return [obj for obj in rendered(overlay) if obj["kind"] == kind]
-
-
-def one(overlay: str, kind: str, name: str) -> dict:
-    found = [obj for obj in objects(overlay, kind) if obj["metadata"]["name"] == name]
-    assert len(found) == 1, f"overlays/{overlay}: expected one {kind} {name}, found {len(found)}"
-    return found[0]
 
 
 def is_kserve(obj: dict) -> bool:
@@ -121,26 +99,6 @@ def pod_specs(overlay: str) -> Iterator[tuple[str, dict]]:
         elif obj["kind"] == "InferenceService":
             predictor = obj["spec"]["predictor"]
             yield where, {k: v for k, v in predictor.items() if k not in PREDICTOR_EXTENSION_FIELDS}
-
-
-def container_fields(model: dict) -> dict:
-    """What an InferenceService's model sets of its container (KServe embeds core/v1 Container there)."""
-    return {key: value for key, value in model.items() if key not in MODEL_EXTENSION_FIELDS | {"storage"}}
-
-
-def pod_template(overlay: str) -> dict:
-    return one(overlay, "Deployment", "ovms-rag")["spec"]["template"]
-
-
-def server_pod(overlay: str) -> tuple[dict, dict]:
-    """The OVMS pod spec and its OVMS container; under KServe the runtime's container with the
-    InferenceService's container fields merged in, as KServe does."""
-    if overlay == "kserve":
-        spec = one(overlay, "ServingRuntime", "ovms-rag")["spec"]
-        model = one(overlay, "InferenceService", "ovms-rag")["spec"]["predictor"]["model"]
-        return spec, {**spec["containers"][0], **container_fields(model)}
-    spec = pod_template(overlay)["spec"]
-    return spec, next(c for c in spec["containers"] if c["name"] == "ovms")
 
 
 def test_the_three_overlays_exist_and_render() -> None:
