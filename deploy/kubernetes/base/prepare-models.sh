@@ -30,6 +30,7 @@ export MODELS_DIR="$workspace"
 python3 scripts/download_model.py --model "$SELECTED_MODEL" --device CPU
 python3 scripts/compress_model.py --model "$SELECTED_MODEL" --precision INT4 --device CPU
 python3 scripts/download_embedding_model.py --model "$EMBEDDING_MODEL" --device CPU
-# The servers' init container waits for this file, so they never start on a half-written folder.
-touch "$workspace/.prepared"
+# The servers' init container waits for this file, so they never start on a half-written folder or
+# before the models they are configured for exist.
+touch "$workspace/.prepared-$SELECTED_MODEL-$EMBEDDING_MODEL"
 echo "prepared $workspace for $SELECTED_MODEL and $EMBEDDING_MODEL"
