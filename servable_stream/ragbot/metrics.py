@@ -1,7 +1,8 @@
 """Prometheus metrics of the servable, registered once per process in prometheus_client's default
-REGISTRY (the server exposes it at /metrics)."""
+REGISTRY: the local server exposes it at /metrics; under real OVMS, whose /metrics holds only its own
+metrics, `serve(METRICS_PORT)` does."""
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 ACTIVE_REQUESTS = Gauge("rag_llm_active_requests", "Generation requests the servable has in flight")
 PIPELINE_REQUESTS = Gauge(
@@ -22,3 +23,15 @@ INDEX_BUILDS = Counter("rag_index_builds", "Index builds", ["result"])
 INDEX_BUILD_SECONDS = Gauge("rag_index_build_seconds", "Duration of the last index build")
 EMBEDDING_CALLS = Counter("rag_embedding_calls", "Calls to the embedding model", ["kind"])
 EMBEDDED_TEXTS = Counter("rag_embedded_texts", "Texts embedded", ["kind"])
+
+_serving = False
+
+
+def serve(port: int) -> None:
+    """Expose the registry at http://0.0.0.0:`port`/metrics (0: not at all), so that Prometheus and an
+    autoscaler can read the servable's metrics. Once per process: a graph reloaded by the server keeps
+    the endpoint it has."""
+    global _serving
+    if port and not _serving:
+        start_http_server(port)
+        _serving = True

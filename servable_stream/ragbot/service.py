@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from . import grounding
+from . import grounding, metrics
 from .chain import Prepared, RagChain
 from .chat_model import OpenVINOChatModel
 from .documents import Fetcher, FetchLimits
@@ -40,6 +40,7 @@ class RagService:
     def __init__(self, settings: Settings) -> None:
         settings.check_model_dirs()
         self.settings = settings
+        metrics.serve(settings.metrics_port)
         started = time.perf_counter()
         self.engine = Engine(
             settings.llm_model_dir,

@@ -90,6 +90,7 @@ class Settings:
     fetch_max_bytes: int
     fetch_max_redirects: int
     allowed_roots: tuple[Path, ...]
+    metrics_port: int
     answer: AnswerSettings
 
     @classmethod
@@ -171,6 +172,7 @@ class Settings:
             fetch_max_bytes=number("FETCH_MAX_BYTES", 20_000_000, 1, 10_000_000_000, int),
             fetch_max_redirects=number("FETCH_MAX_REDIRECTS", 5, 0, 50, int),
             allowed_roots=tuple(roots),
+            metrics_port=number("METRICS_PORT", 0, 0, 65535, int),
             answer=answer,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import shutil
 import ssl
@@ -197,6 +198,17 @@ def ask(url: str, request: str | bytes | dict, timeout: float = 120.0, **send: A
         return stream.collect(timeout)
     finally:
         stream.close()
+
+
+def swap_configmap(folder: Path, text: str) -> None:
+    """How Kubernetes updates a ConfigMap volume: a new ..vN folder, ..data re-pointed, the old removed."""
+    old = os.readlink(folder / "..data")
+    new = folder / f"..v{int(old[3:]) + 1}"
+    new.mkdir()
+    (new / "docs.txt").write_text(text, encoding="utf-8")
+    os.symlink(new.name, folder / "..data_tmp")
+    os.replace(folder / "..data_tmp", folder / "..data")
+    shutil.rmtree(folder / old)
 
 
 def metrics(server: OvmsServer) -> dict[str, float]:

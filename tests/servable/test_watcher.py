@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from ragbot.settings import Settings
 from ragbot.watcher import DocsWatcher
 
 from tests.conftest import wait_until
+from tests.servable.rag import swap_configmap
 
 
 def digest(text: str) -> str:
@@ -166,17 +166,6 @@ def test_start_compares_with_the_content_when_the_watcher_was_made(
         assert rebuilds.reasons[:-1] == (["start: docs.txt changed before watching began"] if edited else [])
     finally:
         watcher.stop()
-
-
-def swap_configmap(folder: Path, text: str) -> None:
-    """How Kubernetes updates a ConfigMap volume: a new ..vN folder, ..data re-pointed, the old removed."""
-    old = os.readlink(folder / "..data")
-    new = folder / f"..v{int(old[3:]) + 1}"
-    new.mkdir()
-    (new / "docs.txt").write_text(text, encoding="utf-8")
-    os.symlink(new.name, folder / "..data_tmp")
-    os.replace(folder / "..data_tmp", folder / "..data")
-    shutil.rmtree(folder / old)
 
 
 def relink(folder: Path, text: str) -> None:
