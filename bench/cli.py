@@ -200,7 +200,9 @@ def run(settings: Settings, command: str) -> report.Outcome:
     genai = None
     with contextlib.ExitStack() as stack:
         bench = stack.enter_context(ServerBench(settings)) if SERVER_PARTS - settings.skip else None
-        if bench and _attempt(outcome, set(SERVER_PARTS), "1, 5b, 6, 7. start the local server", bench.start):
+        if bench and _attempt(
+            outcome, set(SERVER_PARTS), "1, 5b, 6, 6b, 7. start the local server", bench.start
+        ):
             if settings.runs("servable"):
                 runners["servable"] = ("servable", lambda n, r: bench.generation(n, 1, prompts_from(r)))
         else:
@@ -239,6 +241,8 @@ def run(settings: Settings, command: str) -> report.Outcome:
             _attempt(outcome, {"reindex"}, "5b. re-index", add_values, bench.reindex)
             reload_args = (bench.live_reload, values.get("ov_chunks_per_s"))
             _attempt(outcome, {"reload"}, "6. live reload", add_values, *reload_args)
+            edit_args = (bench.edit_reload, values.get("ov_chunks_per_s"))
+            _attempt(outcome, {"edit"}, "6b. live reload of an edited file", add_values, *edit_args)
     outcome.context["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return outcome
 

@@ -1,4 +1,4 @@
-"""Parts 1, 5b, 6 and 7, all through one local server running a temporary copy of the servable.
+"""Parts 1, 5b, 6, 6b and 7, all through one local server running a temporary copy of the servable.
 
 The copy lists `settings.documents` generated documents in its own docs.txt and keeps its own index
 folder, so the repository's servable_stream/ is never touched.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.corpus import document
@@ -25,6 +26,9 @@ NEW_DOCUMENT_TEXT = (
     "keeper rings a brass bell at noon every Sunday."
 )
 NEW_QUESTION = "What colour is the Zorblax lighthouse on Kettle Island?"
+EDITED_DOCUMENT = 11
+EDITED_FACT = "The Quillon ferry of the town archive now leaves from pier nine at 17:25."
+EDITED_QUESTION = "When does the Quillon ferry leave from pier nine?"
 BUILD_TIMEOUT_S = 300
 RELOAD_TIMEOUT_S = 120
 MB = 2**20
@@ -127,8 +131,8 @@ class ServerBench:
             self.document_path(i).write_text(text, encoding="utf-8")
 
     def write_docs_txt(self, extra: tuple[str, ...] = ()) -> None:
-        """docs.txt listing every document; the servable watches only this file, so a changed
-        document is announced by rewriting it (with a revision comment, so its content changes too)."""
+        """docs.txt listing every document (with a revision comment, so its content changes too): part
+        5b rewrites it with the documents, as it did when only docs.txt was watched."""
         paths = (self.document_path(i) for i in range(self.settings.documents))
         lines = [
             f"# benchmark revision {self.revision}",
@@ -177,6 +181,18 @@ class ServerBench:
             f"reindex_all_{k}": v for k, v in full.items()
         }
 
+    def cited_after(self, start: float, question: str, cited: Callable[[dict], bool]) -> float:
+        """Ask `question` until a source satisfies `cited`; seconds from `start` to those sources."""
+        client = StreamClient(self.server.grpc_url)
+        try:
+            while now() - start < RELOAD_TIMEOUT_S:
+                answer = client.ask(chat_request(question, use_rag=True, max_new_tokens=1))
+                if any(cited(source) for source in answer.extra["sources"]):
+                    return answer.extra["sources_at"] - start
+        finally:
+            client.close()
+        raise TimeoutError(f"no source for {question!r} cited the change within {RELOAD_TIMEOUT_S} s")
+
     # part 6 --------------------------------------------------------------------------------------
     def live_reload(self, ov_chunks_per_s: float | None) -> dict[str, float]:
         """From writing docs.txt to the first answer whose sources include the new document.
@@ -187,21 +203,27 @@ class ServerBench:
         """
         (self.root / NEW_DOCUMENT).write_text(NEW_DOCUMENT_TEXT, encoding="utf-8")
         builds, status = self.builds(), self.status_stamp()
-        client = StreamClient(self.server.grpc_url)
-        try:
-            start = now()
-            self.write_docs_txt(extra=(NEW_DOCUMENT,))
-            embedded = self.wait_for_build(builds, status).get("embedded_chunks", 0)
-            while now() - start < RELOAD_TIMEOUT_S:
-                answer = client.ask(chat_request(NEW_QUESTION, use_rag=True, max_new_tokens=1))
-                if any(source["document"] == NEW_DOCUMENT for source in answer.extra["sources"]):
-                    seconds = answer.extra["sources_at"] - start
-                    break
-            else:
-                raise TimeoutError(f"{NEW_DOCUMENT} not in the sources within {RELOAD_TIMEOUT_S} s")
-        finally:
-            client.close()
+        start = now()
+        self.write_docs_txt(extra=(NEW_DOCUMENT,))
+        embedded = self.wait_for_build(builds, status).get("embedded_chunks", 0)
+        seconds = self.cited_after(start, NEW_QUESTION, lambda source: source["document"] == NEW_DOCUMENT)
         return {
             "reload_s": seconds,
             "reload_embedding_s": embedded / ov_chunks_per_s if ov_chunks_per_s else 0.0,
+        }
+
+    # part 6b -------------------------------------------------------------------------------------
+    def edit_reload(self, ov_chunks_per_s: float | None) -> dict[str, float]:
+        """From saving an edit of a document docs.txt lists (docs.txt untouched) to the first answer
+        whose sources hold the new text; measured as part 6 is."""
+        path = self.document_path(EDITED_DOCUMENT)
+        edited = f"{path.read_text(encoding='utf-8')} {EDITED_FACT}"
+        builds, status = self.builds(), self.status_stamp()
+        start = now()
+        path.write_text(edited, encoding="utf-8")
+        embedded = self.wait_for_build(builds, status).get("embedded_chunks", 0)
+        seconds = self.cited_after(start, EDITED_QUESTION, lambda source: "Quillon" in source["text"])
+        return {
+            "edit_s": seconds,
+            "edit_embedding_s": embedded / ov_chunks_per_s if ov_chunks_per_s else 0.0,
         }

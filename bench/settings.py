@@ -20,11 +20,12 @@ PARTS = {
     "indexing": "5a. indexing chunks/s, OpenVINO against sentence-transformers on PyTorch",
     "reindex": "5b. incremental re-index of one document of twenty against a full rebuild",
     "reload": "6. live reload of docs.txt",
+    "edit": "6b. live reload of a listed file edited",
     "memory": "7. peak RSS of the server",
     "layers": "8. one stream's decode rate layer by layer (pipeline, engine, chat model, server)",
 }
 # Parts that need the local server and the servable.
-SERVER_PARTS = frozenset({"servable", "reindex", "reload", "memory"})
+SERVER_PARTS = frozenset({"servable", "reindex", "reload", "edit", "memory"})
 
 # Fixed questions: stream i, round r asks PROMPTS[(i + r) % len(PROMPTS)] (see `prompts_from`).
 PROMPTS = (

@@ -3,7 +3,8 @@
 `python client/app.py --web_url localhost:9001 --ovms_url localhost:9000 [--model_name python_model]`
 Answers stream token by token over KServe gRPC, shown as plain text; the conversation so far goes with
 each question. When the servable checks answers, the numbers and names that no source holds are
-highlighted and the citations [n] refer to the sources, numbered to match.
+highlighted and the citations [n] refer to the sources, numbered to match. The Documents panel shows
+what the chatbot knows, asked again every few seconds while it is open.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 import gradio as gr
 
@@ -25,6 +26,7 @@ from client.ovms_client import (
     EndSignal,
     GenerationSettings,
     Grounding,
+    IndexStatus,
     Message,
     OvmsClient,
     ServerStatus,
@@ -89,22 +91,26 @@ class ActiveAnswers:
         self.cancel(session)
 
 
-class SharedStatus:
-    """The server's readiness, asked at most once per `max_age` seconds however many pages are open."""
+T = TypeVar("T")
 
-    def __init__(self, client: OvmsClient, max_age: float) -> None:
-        self._client = client
+
+class Shared(Generic[T]):
+    """What `ask()` answers (the server's readiness, the index status), asked at most once per `max_age`
+    seconds however many pages are open."""
+
+    def __init__(self, ask: Callable[[], T], max_age: float) -> None:
+        self._ask = ask
         self._max_age = max_age
         self._lock = threading.Lock()
         self._checked_at = -math.inf
-        self._status: ServerStatus | None = None
+        self._value: T | None = None
 
-    def get(self) -> ServerStatus:
+    def get(self) -> T:
         with self._lock:
-            if self._status is None or time.monotonic() - self._checked_at > self._max_age:
-                self._status = self._client.status()
+            if self._value is None or time.monotonic() - self._checked_at > self._max_age:
+                self._value = self._ask()
                 self._checked_at = time.monotonic()
-            return self._status
+            return self._value
 
 
 def escaped(text: str) -> str:
@@ -179,6 +185,19 @@ def status_markdown(status: ServerStatus) -> str:
     return f"**{state}** · {status.message}"
 
 
+def documents_markdown(status: IndexStatus | StreamError) -> str:
+    """The index status: a summary line, then a table of the documents, each failure with its reason."""
+    if isinstance(status, StreamError):
+        return f"*{plain(status.message)}*"
+    rows = ["| Document | State | Chunks | Last indexed |", "| --- | --- | --- | --- |"]
+    for d in status.documents:
+        name = plain(d.document) + (f" · {plain(d.title)}" if d.title and d.title != d.document else "")
+        state = f"**{d.state}**: {plain(d.reason)}" if d.reason else d.state
+        when = (d.indexed_at or "-").replace("T", " ").replace("Z", " UTC")
+        rows.append(f"| {name} | {state} | {d.chunks} | {plain(when)} |")
+    return f"{plain(status.summary())}\n\n" + "\n".join(rows)
+
+
 def answer_footer(end: EndSignal | None, stopped: bool, error: str | None) -> str:
     """The line under an answer: why it ended early, and its speed from the server's end_signal."""
     notes = []
@@ -200,9 +219,10 @@ def answer_footer(end: EndSignal | None, stopped: bool, error: str | None) -> st
 
 
 def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.Blocks:
-    """The chat page: status line, chat, stop button, examples and folded settings."""
+    """The chat page: status line, chat, stop button, examples, folded documents and settings."""
     active = ActiveAnswers()
-    status = SharedStatus(client, max_age=status_every / 2)
+    status = Shared(client.status, max_age=status_every / 2)
+    index_status = Shared(client.index_status, max_age=status_every / 2)
 
     def respond(
         question: str,
@@ -282,6 +302,12 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
     def refresh_status() -> str:
         return status_markdown(status.get())
 
+    def refresh_documents() -> str:
+        return documents_markdown(index_status.get())
+
+    def open_documents() -> tuple[str, gr.Timer]:
+        return refresh_documents(), gr.Timer(active=True)
+
     with gr.Blocks(title="RAG chatbot · OpenVINO Model Server", analytics_enabled=False) as page:
         gr.Markdown(
             "## Document chatbot\nAnswers come from the bundled documents, served by OpenVINO Model Server."
@@ -305,6 +331,8 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
             stop_button = gr.Button("Stop", variant="stop", scale=1, elem_id="stop")
             clear = gr.Button("Clear", scale=1, elem_id="clear")
         gr.Examples(examples=EXAMPLES, inputs=question, label="Example questions")
+        with gr.Accordion("Documents", open=False, elem_id="documents") as documents:
+            documents_view = gr.Markdown("Asking the server…", elem_id="documents-status")
         with gr.Accordion("Settings", open=False, elem_id="settings"):
             max_new_tokens = gr.Slider(
                 16, 2048, value=256, step=16, label="Max new tokens", elem_id="max-new-tokens"
@@ -331,6 +359,18 @@ def build_page(client: OvmsClient, concurrency: int, status_every: float) -> gr.
         timer = gr.Timer(status_every)
         timer.tick(refresh_status, outputs=status_line, concurrency_limit=None, show_progress="hidden")
         page.load(refresh_status, outputs=status_line, concurrency_limit=None, show_progress="hidden")
+        # The documents are asked for only while their panel is open.
+        documents_timer = gr.Timer(status_every, active=False)
+        documents_timer.tick(
+            refresh_documents, outputs=documents_view, concurrency_limit=None, show_progress="hidden"
+        )
+        documents.expand(
+            open_documents,
+            outputs=[documents_view, documents_timer],
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
+        documents.collapse(lambda: gr.Timer(active=False), outputs=documents_timer, queue=False)
     return page.queue(default_concurrency_limit=concurrency)
 
 

@@ -1,4 +1,5 @@
-"""Command-line chat: `python -m client.cli "question"`, or no question for an interactive session.
+"""Command-line chat: `python -m client.cli "question"`, or no question for an interactive session;
+`--status` prints what the chatbot knows (each document's state, chunks, time last indexed, reasons).
 
 The answer streams to stdout; then, when the servable checks answers, a line naming its numbers and
 names that no source holds; then its sources, numbered [n] as the answer cites them. Ctrl-C stops the
@@ -22,6 +23,7 @@ from client.ovms_client import (
     EndSignal,
     GenerationSettings,
     Grounding,
+    IndexStatus,
     Message,
     OvmsClient,
     Sources,
@@ -60,6 +62,24 @@ def format_sources(sources: Sources) -> str:
         if snippet:
             lines.append(f"      {snippet}")
     return "\n".join(lines)
+
+
+def format_index_status(status: IndexStatus) -> str:
+    """The index status as plain-text lines: a summary, then one line per document."""
+    lines = [status.summary()]
+    for d in status.documents:
+        reason = f": {d.reason}" if d.reason else ""
+        lines.append(f"  {d.state:<8} {d.chunks:>5} chunks  {d.indexed_at or '-':<20}  {d.document}{reason}")
+    return "\n".join(lines)
+
+
+def print_index_status(client: OvmsClient, out: TextIO, err: TextIO) -> int:
+    status = client.index_status()
+    if isinstance(status, StreamError):
+        err.write(f"error: {status.message}\n")
+        return EXIT_UNREACHABLE if status.unreachable else EXIT_SERVER_ERROR
+    out.write(format_index_status(status) + "\n")
+    return EXIT_OK
 
 
 def use_color(out: TextIO) -> bool:
@@ -171,14 +191,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit in tokens")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
     parser.add_argument("--no-rag", action="store_true", help="answer without retrieving documents")
+    parser.add_argument(
+        "--status", action="store_true", help="print the documents the chatbot knows, failures and rebuilds"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.status and args.question is not None:
+        sys.stderr.write("error: give a question or --status, not both\n")
+        return EXIT_BAD_INPUT
     client = OvmsClient(args.url, args.model_name)
     settings = GenerationSettings(args.max_new_tokens, args.temperature, not args.no_rag)
     try:
+        if args.status:
+            return print_index_status(client, sys.stdout, sys.stderr)
         if args.question is None:
             sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8: a message, no crash
             return interactive(client, settings, sys.stdout, sys.stderr)

@@ -3,6 +3,8 @@
 One question is one `ModelStreamInfer` stream (tritonclient's `start_stream` / `async_stream_infer`).
 The graph answers with `sources` (once), `completion` pieces and a final `end_signal`; `AnswerStream`
 turns them into typed events. Closing the stream early (`cancel()`) cancels the answer in the server.
+The index status is asked the same way (`{"status": true}`, answered by `status`): on real OVMS the
+graph is reachable only through KServe.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 DEFAULT_URL = "localhost:9000"
 DEFAULT_MODEL = "python_model"
 INPUT_NAME = "pre_prompt"
+STATUS_REQUEST = json.dumps({"status": True})
 # A busy server (a long prompt being read) can take seconds to answer a health check.
 STATUS_TIMEOUT_S = 5.0
 
@@ -127,6 +130,72 @@ class EndSignal:
 
 
 @dataclass(frozen=True)
+class DocumentStatus:
+    """One document of the index: `state` is "indexed", "kept" (it failed to load again; its previous
+    version still serves) or "failed" (not in the index); `reason` says why for the last two."""
+
+    document: str
+    title: str
+    state: str
+    chunks: int
+    indexed_at: str | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """The `status` output: what the chatbot knows. `building` is the rebuild in progress (its reason
+    and start time), None when there is none."""
+
+    state: str
+    documents: tuple[DocumentStatus, ...]
+    chunks: int = 0
+    updated_at: str | None = None
+    message: str = ""
+    building: dict[str, str] | None = None
+
+    @property
+    def failures(self) -> tuple[DocumentStatus, ...]:
+        return tuple(d for d in self.documents if d.reason)
+
+    def summary(self) -> str:
+        """One line for people: the index, and the rebuild in progress if there is one."""
+        indexed = sum(d.state != "failed" for d in self.documents)
+        line = (
+            f"Index {self.state}: {indexed} documents, {self.chunks} chunks, updated {self.updated_at or '-'}"
+        )
+        if self.message:
+            line += f" ({self.message})"
+        if self.building:
+            line += f"; rebuilding since {self.building.get('started_at')} ({self.building.get('reason')})"
+        return line
+
+
+def parse_index_status(fields: dict[str, Any]) -> IndexStatus:
+    """The `status` output's JSON as an IndexStatus."""
+    documents = tuple(
+        DocumentStatus(
+            document=str(d["document"]),
+            title=str(d.get("title") or ""),
+            state=str(d["state"]),
+            chunks=int(d.get("chunks") or 0),
+            indexed_at=d.get("indexed_at"),
+            reason=str(d.get("reason") or ""),
+        )
+        for d in fields.get("documents", [])
+    )
+    building = fields.get("building")
+    return IndexStatus(
+        state=str(fields.get("state", "")),
+        documents=documents,
+        chunks=int(fields.get("chunks") or 0),
+        updated_at=fields.get("updated_at"),
+        message=str(fields.get("message") or ""),
+        building=building if isinstance(building, dict) else None,
+    )
+
+
+@dataclass(frozen=True)
 class StreamError:
     """The answer failed; `message` is a plain sentence for people, never a traceback."""
 
@@ -134,7 +203,7 @@ class StreamError:
     unreachable: bool = False
 
 
-Event = Sources | TextPiece | EndSignal | StreamError
+Event = Sources | TextPiece | EndSignal | IndexStatus | StreamError
 
 
 @dataclass(frozen=True)
@@ -199,6 +268,8 @@ def parse_output(name: str, payload: bytes) -> Event | None:
                 for item in items
             )
         )
+    if name == "status":
+        return parse_index_status(json.loads(text))
     if name == "end_signal":
         fields = json.loads(text)
         return EndSignal(
@@ -250,6 +321,14 @@ class OvmsClient:
     ) -> AnswerStream:
         """Start streaming the answer to the conversation `messages` (the last one is the question)."""
         return AnswerStream(self, build_request(messages, settings))
+
+    def index_status(self) -> IndexStatus | StreamError:
+        """What the chatbot knows: each document's state, failures with reasons, a rebuild in progress."""
+        status: IndexStatus | StreamError | None = None
+        for event in AnswerStream(self, STATUS_REQUEST):  # to its end_signal: the stream ends cleanly
+            if isinstance(event, IndexStatus | StreamError):
+                status = event
+        return status or StreamError("The server sent no index status (a servable without it?).")
 
     def error_for(self, error: InferenceServerException, answered: bool) -> StreamError:
         """A plain message for a failed stream."""

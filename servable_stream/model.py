@@ -1,7 +1,8 @@
 """OpenVINO Model Server Python node: a RAG chatbot that streams its answer.
 
 Input `pre_prompt` (a question, or a JSON chat request); outputs `sources` (once, first),
-`completion` (text pieces as generated) and `end_signal` (last). See README "Protocol".
+`completion` (text pieces as generated) and `end_signal` (last). `{"status": true}` gets the index
+status as `status`, then `end_signal`. See README "Protocol".
 """
 
 from pathlib import Path

@@ -5,6 +5,10 @@ or local files/folders inside the allowed roots. URLs are fetched with verified 
 the whole download, a size cap and a redirect cap. Files are read as .txt, .md, .html or .pdf;
 text is decoded by its BOM, else its declared charset, else as UTF-8, and refused if it does not
 decode. Whatever goes wrong with one entry or file becomes a `Failure` with the reason.
+A URL's last good version is kept with its validators (ETag, Last-Modified), and a URL's failure with
+its reason: both stand until `revalidate_urls()` (docs.txt edited, or every DOCS_REFRESH_S), so an edit
+of a local file costs no request; then the URL is asked again, conditionally, so an unchanged page is
+not downloaded again.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -24,6 +29,8 @@ import requests
 import urllib3
 from bs4 import BeautifulSoup
 from pypdf import PdfReader
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,23 @@ class Failure:
     source: str
     reason: str
     keep_previous: bool = True
+
+
+@dataclass(frozen=True)
+class Page:
+    """A URL's last good version, the validators its server gave for it, and when it was checked."""
+
+    document: Document
+    etag: str | None
+    last_modified: str | None
+    checked_at: float
+
+    def conditions(self) -> dict[str, str]:
+        """The headers of a conditional GET (RFC 9110 section 13) for this version."""
+        headers = {"If-None-Match": self.etag} if self.etag else {}
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
 
 
 @dataclass(frozen=True)
@@ -181,6 +205,22 @@ class Fetcher:
         self.base_path = base_path
         self.allowed_roots = tuple(root.resolve() for root in allowed_roots)
         self.limits = limits
+        self._pages: dict[str, Page] = {}
+        self._errors: dict[str, tuple[Refused, float]] = {}
+        self._revalidate_before = -float("inf")
+
+    def revalidate_urls(self) -> None:
+        """Make the next load of every URL ask its server again (conditionally)."""
+        self._revalidate_before = time.monotonic()
+
+    def local_paths(self, docs_file: Path) -> Iterator[Path]:
+        """The resolved local files and folders docs.txt lists inside the allowed roots, existing or
+        not (what the watcher watches); URLs and refused paths are left out."""
+        for entry in parse_docs_file(docs_file.read_text(encoding="utf-8")):
+            if not SCHEME_RE.match(entry.text):
+                path = (self.base_path / entry.text).resolve()
+                if is_within(path, self.allowed_roots):
+                    yield path
 
     def load_entry(self, entry: Entry) -> tuple[list[Document], list[Failure]]:
         """Every document an entry names (a URL, a file, or the supported files of a folder)."""
@@ -240,10 +280,33 @@ class Fetcher:
         return parse_bytes(path.read_bytes(), kind, source or self._relative(path), path.stem)
 
     def fetch_url(self, url: str) -> Document:
-        """GET an http(s) URL under the limits, following at most max_redirects redirects."""
+        """The URL's document, or its failure, as last checked until `revalidate_urls()`; then asked
+        again (see `_fetch`)."""
+        error, checked_at = self._errors.get(url, (None, -float("inf")))
+        if error is not None and checked_at > self._revalidate_before:
+            raise type(error)(str(error))
+        page = self._pages.get(url)
+        if error is None and page is not None and page.checked_at > self._revalidate_before:
+            return page.document
+        try:
+            document = self._fetch(url, page)
+        except Exception as exc:
+            self._errors[url] = (
+                exc if isinstance(exc, Refused) else Refused(_failure(url, exc).reason),
+                time.monotonic(),
+            )
+            raise
+        self._errors.pop(url, None)
+        return document
+
+    def _fetch(self, url: str, page: Page | None) -> Document:
+        """A GET under the limits, conditional when there is a last good `page` (304 Not Modified keeps
+        it), following at most max_redirects redirects."""
         deadline = time.monotonic() + self.limits.timeout_s
         current = url
         with requests.Session() as session:
+            if page is not None:
+                session.headers.update(page.conditions())
             for _ in range(self.limits.max_redirects + 1):
                 scheme = urlsplit(current).scheme.lower()
                 if scheme not in ("http", "https"):
@@ -253,12 +316,24 @@ class Fetcher:
                     if response.is_redirect:
                         current = urljoin(current, response.headers.get("location", ""))
                         continue
+                    if response.status_code == 304 and page is not None:
+                        metrics.URL_FETCHES.labels("not_modified").inc()
+                        self._pages[url] = Page(
+                            page.document, page.etag, page.last_modified, time.monotonic()
+                        )
+                        return page.document
                     if response.status_code != 200:
                         raise Refused(f"HTTP {response.status_code} {response.reason or ''}".strip())
                     data = self._read_body(response, deadline)
                     kind = self._kind(response, current)
                     name = Path(urlsplit(current).path).stem or urlsplit(current).hostname or url
-                    return parse_bytes(data, kind, url, name, _charset(response))
+                    document = parse_bytes(data, kind, url, name, _charset(response))
+                    metrics.URL_FETCHES.labels("downloaded").inc()
+                    headers = response.headers
+                    self._pages[url] = Page(
+                        document, headers.get("etag"), headers.get("last-modified"), time.monotonic()
+                    )
+                    return document
         raise Refused(f"more than {self.limits.max_redirects} redirects (FETCH_MAX_REDIRECTS)")
 
     def _get(self, session: requests.Session, url: str, deadline: float) -> requests.Response:

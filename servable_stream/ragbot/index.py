@@ -11,6 +11,7 @@ that fails to load keeps its previous chunks. `status.json` reports the last bui
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,10 @@ class IndexProblem(Exception):
 def _relevance(score: float) -> float:
     """Cosine similarity of normalized vectors, clamped to 0..1."""
     return min(1.0, max(0.0, float(score)))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _sha256(path: Path) -> str:
@@ -216,6 +222,7 @@ class IndexManager:
         self.store: Store | None = None
         self.status: dict[str, Any] = {"state": "empty"}
         self._build_lock = threading.Lock()
+        self.building: dict[str, str] | None = None  # the rebuild in progress: reason, started_at
         self._stopping = threading.Event()
         self._stored_problem: str | None = None
 
@@ -239,7 +246,7 @@ class IndexManager:
 
     def refresh(self, reason: str) -> dict[str, Any]:
         """Read docs.txt, load its documents, embed what is new, save and swap in the new index."""
-        with self._build_lock:
+        with self._build_lock, self._building(reason):
             started = time.perf_counter()
             try:
                 entries = parse_docs_file(self.docs_file.read_text(encoding="utf-8"))
@@ -284,6 +291,15 @@ class IndexManager:
                 reason, len(store.documents), len(store.chunks), embedded, len(failures), elapsed,
             )  # fmt: skip
             return status
+
+    @contextlib.contextmanager
+    def _building(self, reason: str) -> Iterator[None]:
+        """Report the rebuild in progress (the index status users see) while it runs."""
+        self.building = {"reason": reason, "started_at": _now()}
+        try:
+            yield
+        finally:
+            self.building = None
 
     def stop(self) -> None:
         """Make a rebuild in progress give up at its next document or embedding batch."""
@@ -354,6 +370,11 @@ class IndexManager:
     def _build(self, documents: list[Document]) -> tuple[Store, int]:
         previous = self.store
         reusable = previous.by_hash() if previous is not None else {}
+        indexed_at = {
+            (d["document"], d["content_hash"]): d.get("indexed_at")
+            for d in (previous.documents if previous is not None else [])
+        }
+        now = _now()
         chunks: list[dict] = []
         vectors: list[np.ndarray | None] = []
         pending: list[int] = []
@@ -376,7 +397,10 @@ class IndexManager:
                     pending.append(len(chunks))
                 chunks.append({"text": text, "metadata": {**base, "chunk": number}})
                 vectors.append(vector)
-            summaries.append({**base, "chunks": len(texts), "embedded": positions is None})
+            when = now if positions is None else indexed_at.get((document.source, document.content_hash))
+            summaries.append(
+                {**base, "chunks": len(texts), "embedded": positions is None, "indexed_at": when or now}
+            )
         for start in range(0, len(pending), EMBED_BATCH):
             self._check_stopping()
             batch = pending[start : start + EMBED_BATCH]
@@ -424,7 +448,7 @@ class IndexManager:
         return status
 
     def _write_status(self, status: dict[str, Any]) -> None:
-        status = {**status, "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        status = {**status, "updated_at": _now()}
         self.status = status
         try:
             self.disk.folder.mkdir(parents=True, exist_ok=True)

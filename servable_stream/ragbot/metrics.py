@@ -23,6 +23,9 @@ INDEX_BUILDS = Counter("rag_index_builds", "Index builds", ["result"])
 INDEX_BUILD_SECONDS = Gauge("rag_index_build_seconds", "Duration of the last index build")
 EMBEDDING_CALLS = Counter("rag_embedding_calls", "Calls to the embedding model", ["kind"])
 EMBEDDED_TEXTS = Counter("rag_embedded_texts", "Texts embedded", ["kind"])
+URL_FETCHES = Counter(
+    "rag_url_fetches", "Document URLs fetched: downloaded, or not_modified (304, no body)", ["result"]
+)
 
 _serving = False
 

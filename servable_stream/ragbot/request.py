@@ -1,4 +1,5 @@
-"""Parse and validate the `pre_prompt` input: a plain question or a JSON chat request."""
+"""Parse and validate the `pre_prompt` input: a plain question, a JSON chat request, or the index
+status request `{"status": true}`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ class ChatRequest:
     def question(self) -> str:
         """The last user message: what retrieval searches for."""
         return self.messages[-1]["content"]
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """`{"status": true}`: the index status instead of an answer. It comes through the graph as the
+    answers do, since real OVMS reaches a Python-node graph only through KServe."""
 
 
 def split_elements(raw: bytes) -> list[bytes] | None:
@@ -123,8 +130,8 @@ def _number(body: dict, name: str, kind: type, default: Any, ok: Any, rule: str)
     return float(value) if kind is float else value
 
 
-def parse_request(text: str, default_max_new_tokens: int) -> ChatRequest:
-    """Turn the decoded `pre_prompt` text into a ChatRequest, or raise ValueError naming the problem."""
+def parse_request(text: str, default_max_new_tokens: int) -> ChatRequest | StatusRequest:
+    """Turn the decoded `pre_prompt` text into a request, or raise ValueError naming the problem."""
     stripped = text.strip()
     if not stripped:
         raise _error("question is empty")
@@ -138,6 +145,10 @@ def parse_request(text: str, default_max_new_tokens: int) -> ChatRequest:
         raise _error(f"malformed JSON request: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(body, dict):
         raise _error("JSON request must be an object")
+    if "status" in body:
+        if set(body) != {"status"} or body["status"] is not True:
+            raise _error('the status request is {"status": true}, with no other field')
+        return StatusRequest()
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise _error(f"unknown field {unknown[0]!r} (allowed: {', '.join(FIELDS)})")

@@ -15,13 +15,14 @@ from .documents import Fetcher, FetchLimits
 from .embeddings import CountedOpenVINOEmbeddings
 from .engine import Arrival, Engine, model_context_length
 from .index import IndexManager
-from .request import ChatRequest
+from .request import ChatRequest, StatusRequest
 from .settings import Settings
+from .status import index_report
 from .watcher import DocsWatcher
 
 log = logging.getLogger(__name__)
 
-COMPLETION, SOURCES, END_SIGNAL = "completion", "sources", "end_signal"
+COMPLETION, SOURCES, END_SIGNAL, STATUS = "completion", "sources", "end_signal", "status"
 
 
 def setup_logging() -> None:
@@ -82,6 +83,11 @@ class RagService:
             settings.watch_debounce_s,
             settings.watch_poll_s,
             settings.watch_events,
+            listed=functools.partial(fetcher.local_paths, settings.docs_file),
+            max_files=settings.watch_max_files,
+            excluded=(settings.index_dir,),
+            refresh_s=settings.refresh_s,
+            revalidate_urls=fetcher.revalidate_urls,
         )
         stored = self.index.load_stored()
         if not stored:
@@ -94,8 +100,12 @@ class RagService:
             settings.embedding_model_dir.name, self.index.status.get("chunks", 0),
         )  # fmt: skip
 
-    def answer(self, request: ChatRequest) -> Iterator[tuple[str, str]]:
-        """Retrieve and build the prompt now (errors raise here), then stream the outputs lazily."""
+    def answer(self, request: ChatRequest | StatusRequest) -> Iterator[tuple[str, str]]:
+        """Retrieve and build the prompt now (errors raise here), then stream the outputs lazily; a
+        status request gets the index status and the end."""
+        if isinstance(request, StatusRequest):
+            report = index_report(self.index.status, self.index.building)
+            return iter([(STATUS, json.dumps(report)), (END_SIGNAL, json.dumps({"finish_reason": "stop"}))])
         if self._stopping:
             raise RuntimeError("the server is shutting down; no new requests")
         started = time.perf_counter()

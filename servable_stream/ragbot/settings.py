@@ -86,6 +86,8 @@ class Settings:
     watch_debounce_s: float
     watch_poll_s: float
     watch_events: bool
+    watch_max_files: int
+    refresh_s: float
     fetch_timeout_s: float
     fetch_max_bytes: int
     fetch_max_redirects: int
@@ -168,6 +170,8 @@ class Settings:
             watch_debounce_s=number("DOCS_WATCH_DEBOUNCE_S", 0.5, 0.0, 600.0, float),
             watch_poll_s=number("DOCS_POLL_INTERVAL_S", 2.0, 0.0, 3600.0, float),
             watch_events=number("DOCS_WATCH_EVENTS", 1, 0, 1, int) == 1,
+            watch_max_files=number("DOCS_WATCH_MAX_FILES", 10_000, 0, 10_000_000, int),
+            refresh_s=number("DOCS_REFRESH_S", 3600.0, 0.0, 31_536_000.0, float),
             fetch_timeout_s=number("FETCH_TIMEOUT_S", 15.0, 0.1, 600.0, float),
             fetch_max_bytes=number("FETCH_MAX_BYTES", 20_000_000, 1, 10_000_000_000, int),
             fetch_max_redirects=number("FETCH_MAX_REDIRECTS", 5, 0, 50, int),

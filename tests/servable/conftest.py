@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servable.rag import SERVABLE, LoopbackSite
+from tests.servable.rag import EMBEDDING_DIR, SERVABLE, LoopbackSite, require_models
 
 # The servable's helper package imports as `ragbot`, as it does in the server (base path on sys.path).
 if str(SERVABLE) not in sys.path:
@@ -20,3 +20,12 @@ def site() -> Iterator[LoopbackSite]:
     server = LoopbackSite()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The real default embedding model (CountedOpenVINOEmbeddings), loaded once per module."""
+    from ragbot.embeddings import CountedOpenVINOEmbeddings
+
+    require_models()
+    return CountedOpenVINOEmbeddings(EMBEDDING_DIR, "CPU", "mean")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from langchain_core.embeddings import Embeddings
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, OvmsServer
@@ -35,6 +36,22 @@ def require_models() -> None:
     missing = [str(d) for d in (LLM_DIR, EMBEDDING_DIR) if not (d / "openvino_model.xml").exists()]
     if missing:
         pytest.skip(f"default models missing ({', '.join(missing)}): run `make models`")
+
+
+class Counting(Embeddings):
+    """Counts the texts sent to the embedding model (wraps the real one)."""
+
+    def __init__(self, model: Embeddings) -> None:
+        self.model = model
+        self.texts = 0
+        self.key = model.key
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.texts += len(texts)
+        return self.model.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.model.embed_query(text)
 
 
 def current_build(index_dir: Path) -> Path:
@@ -111,6 +128,7 @@ class Answer:
 
     order: list[str] = field(default_factory=list)
     sources: list[dict] | None = None
+    status: dict | None = None
     pieces: list[str] = field(default_factory=list)
     end: dict | None = None
     error: str | None = None
@@ -167,6 +185,8 @@ class Stream:
             answer.error, answer.done_at = value, now
         elif kind == "sources":
             answer.sources = json.loads(value)
+        elif kind == "status":
+            answer.status = json.loads(value)
         elif kind == "completion":
             answer.pieces.append(value)
             if answer.first_piece_at is None:
@@ -241,17 +261,38 @@ def wait_for(check: Callable[[], Any], timeout: float, interval: float = 0.1) ->
         time.sleep(interval)
 
 
+@dataclass(frozen=True)
+class Hit:
+    """One GET the site answered: the path, the request's headers, the status and the body bytes sent."""
+
+    path: str
+    headers: dict[str, str]
+    status: int
+    body_bytes: int
+
+
 class LoopbackSite:
-    """A threaded HTTP server on 127.0.0.1 with canned routes: path -> (status, headers, body, delay)."""
+    """A threaded HTTP server on 127.0.0.1 with canned routes: path -> (status, headers, body, delay).
+
+    A route with an `ETag` or `Last-Modified` header answers a conditional GET that matches it with
+    304 Not Modified and no body, as a web server does. `hits` records every GET."""
 
     def __init__(self, tls_cert: Path | None = None) -> None:
         self.routes: dict[str, tuple[int, dict[str, str], bytes, float]] = {}
-        routes = self.routes
+        self.hits: list[Hit] = []
+        routes, hits = self.routes, self.hits
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 status, headers, body, delay = routes.get(self.path, (404, {}, b"not found", 0.0))
                 time.sleep(delay)
+                etag, modified = headers.get("ETag"), headers.get("Last-Modified")
+                if status == 200 and (
+                    (etag and self.headers.get("If-None-Match") == etag)
+                    or (modified and not etag and self.headers.get("If-Modified-Since") == modified)
+                ):
+                    status, body = 304, b""
+                hits.append(Hit(self.path, dict(self.headers), status, len(body)))
                 self.send_response(status)
                 for key, value in {"Content-Length": str(len(body)), **headers}.items():
                     self.send_header(key, value)

@@ -141,6 +141,37 @@ def test_failing_urls_are_reported_and_the_rest_indexed(server, copy, site):
     assert values["rag_index_documents"] == 3 and values["rag_index_failed_documents"] == 2
 
 
+def index_status(server) -> dict:
+    """The index status through the graph, as a user asks for it: `{"status": true}` over KServe."""
+    answer = ask(server.grpc_url, {"status": True})
+    assert answer.error is None and answer.order == ["status", "end_signal"], answer
+    return answer.status
+
+
+def test_the_index_status_comes_through_the_graph(server, copy, site):
+    status = index_status(server)
+    states = {
+        d["document"]: (d["state"], d["chunks"] > 0, bool(d["indexed_at"])) for d in status["documents"]
+    }
+    assert states == {
+        "notes/garden.txt": ("indexed", True, True),
+        "notes/bluefin.md": ("indexed", True, True),
+        "notes/trains.html": ("indexed", True, True),
+        site.url("/missing.txt"): ("failed", False, False),
+        site.url("/slow.txt"): ("failed", False, False),
+    }
+    reasons = {d["document"]: d.get("reason") for d in status["documents"]}
+    assert reasons[site.url("/missing.txt")] == "HTTP 404 Not Found"
+    assert status["building"] is None and status["state"] == "ready"
+    assert status["chunks"] == sum(d["chunks"] for d in status["documents"])
+
+    # An edit of docs.txt asks its URLs again: the slow one holds the rebuild for FETCH_TIMEOUT_S.
+    copy.write_docs([*ENTRIES, site.url("/missing.txt"), site.url("/slow.txt"), "# asked again"])
+    building = wait_for(lambda: index_status(server)["building"], LIVENESS_S, interval=0.05)
+    assert building and building["reason"].endswith("event") and building["started_at"], building
+    assert wait_for(lambda: index_status(server)["building"] is None, LIVENESS_S)
+
+
 def test_editing_docs_txt_switches_retrieval_without_restart(server, copy):
     question = "Who is the orchid house keeper?"
 

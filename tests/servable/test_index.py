@@ -8,40 +8,17 @@ import json
 from pathlib import Path
 
 import pytest
-from langchain_core.embeddings import Embeddings
 from ragbot.documents import Fetcher, FetchLimits
-from ragbot.embeddings import CountedOpenVINOEmbeddings
 from ragbot.index import IndexManager
+from ragbot.status import index_report
 
-from tests.servable.rag import EMBEDDING_DIR, current_build, require_models
+from tests.servable.rag import Counting, current_build
 
 DOCS = {
     "docs/ferries.md": "# Ferries\nThe Nordvik ferry leaves the harbour at 06:40 every weekday.",
     "docs/bakery.txt": "The Hallgrim bakery sells cardamom buns for 38 kroner.",
     "docs/lighthouse.txt": "The Skarv lighthouse was painted teal in 1987.",
 }
-
-
-class Counting(Embeddings):
-    """Counts the texts sent to the embedding model (wraps the real one)."""
-
-    def __init__(self, model: CountedOpenVINOEmbeddings) -> None:
-        self.model = model
-        self.texts = 0
-        self.key = model.key
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        self.texts += len(texts)
-        return self.model.embed_documents(texts)
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.model.embed_query(text)
-
-
-@pytest.fixture(scope="module")
-def model() -> CountedOpenVINOEmbeddings:
-    require_models()
-    return CountedOpenVINOEmbeddings(EMBEDDING_DIR, "CPU", "mean")
 
 
 @pytest.fixture
@@ -229,6 +206,7 @@ def test_a_document_that_fails_keeps_its_previous_version(base: Path, model, sit
     index, embeddings = manager(base, model)
     index.refresh("first")
     site.route("/pier.txt", status=503)
+    index.fetcher.revalidate_urls()  # as every DOCS_REFRESH_S
     (base / "docs" / "bakery.txt").write_bytes("Kanelbullar f\xf6r 38 kronor.".encode("cp1252"))
     embeddings.texts = 0
     status = index.refresh("site down, bakery not UTF-8")
@@ -241,6 +219,10 @@ def test_a_document_that_fails_keeps_its_previous_version(base: Path, model, sit
     }
     assert top_document(index, "When did the pier open?") == url
     assert top_document(index, "How much is a cardamom bun?") == "docs/bakery.txt"
+    report = {
+        d["document"]: (d["state"], d.get("reason", "")) for d in index_report(status, None)["documents"]
+    }
+    assert report[url] == ("kept", failures[url]) and report["docs/ferries.md"] == ("indexed", "")
 
     restarted, _ = manager(base, model)
     assert restarted.load_stored() is True
@@ -260,6 +242,7 @@ def test_a_document_the_rules_refuse_is_dropped(base: Path, model, site):
     index, _ = manager(base, model)
     index.refresh("first")
     site.route("/buoy", b"\x00\x01", Content_Type="application/octet-stream")
+    index.fetcher.revalidate_urls()
     status = index.refresh("not a document any more")
     assert status["document_count"] == 3
     assert status["failures"] == [

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ragbot.request import ChatRequest, decode_input, parse_request
+from ragbot.request import ChatRequest, StatusRequest, decode_input, parse_request
 
 
 def tensor(data: bytes, name: str = "pre_prompt", datatype: str = "BYTES", shape: tuple = (1,)):
@@ -104,6 +104,25 @@ def test_bad_requests_name_the_problem(text, message):
     with pytest.raises(ValueError) as raised:
         parse_request(text, 10)
     assert str(raised.value).startswith("pre_prompt: ")
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"status": true}', None),
+        (' { "status" : true }\n', None),
+        ('{"status": false}', 'the status request is {"status": true}'),
+        ('{"status": 1}', 'the status request is {"status": true}'),
+        ('{"status": true, "question": "hi"}', "with no other field"),
+    ],
+)
+def test_the_status_request(text, message):
+    if message is None:
+        assert parse_request(text, 10) == StatusRequest()
+        return
+    with pytest.raises(ValueError, match="^pre_prompt: ") as raised:
+        parse_request(text, 10)
     assert message in str(raised.value)
 
 
