@@ -23,6 +23,7 @@ SERVABLE_ENV = SELECTED_MODEL=$(LLM) LLM_MODEL_DIR=$(or $(LLM_MODEL_DIR),$(notdi
 GRPC_PORT   ?= 9000
 REST_PORT   ?= 8000
 WEB_PORT    ?= 9001
+API_PORT    ?= 9002
 
 # make python_image, as in the OpenVINO Model Server demos.
 BASE_OS               ?= ubuntu
@@ -60,8 +61,8 @@ serve: models  ## Start the local OVMS-compatible server on :9000 gRPC / :8000 R
 client: $(STAMP)  ## Start the Gradio client on :9001.
 	$(PY) client/app.py --web_url 0.0.0.0:$(WEB_PORT) --ovms_url localhost:$(GRPC_PORT)
 
-run: models  ## Set up everything, start server and client, stop both on Ctrl-C.
-	$(SERVABLE_ENV) $(PY) -m local_ovms.run --config_path $(SERVABLE)/config.json --port $(GRPC_PORT) --rest_port $(REST_PORT) --web_port $(WEB_PORT)
+run: models  ## Set up everything, start server, chat page and OpenAI API, stop all on Ctrl-C.
+	$(SERVABLE_ENV) $(PY) -m local_ovms.run --config_path $(SERVABLE)/config.json --port $(GRPC_PORT) --rest_port $(REST_PORT) --web_port $(WEB_PORT) --api_port $(API_PORT)
 
 test: models  ## Lint, then run the whole test suite.
 	$(MAKE) --no-print-directory lint

@@ -229,6 +229,17 @@ def run(settings: Settings, command: str) -> report.Outcome:
         runners.clear()  # frees the GenAI pipelines before the reference models load
         genai = None
         gc.collect()
+        if bench and settings.runs("gateway"):
+            from bench.gateway import GatewayBench
+
+            gateway = stack.enter_context(GatewayBench(bench))
+            if _attempt(outcome, {"gateway"}, "9. start the OpenAI gateway", gateway.start):
+                pair: dict[str, tuple[str, Runner]] = {
+                    "direct gRPC": ("direct gRPC", lambda n, r: gateway.direct(n, prompts_from(r))),
+                    "gateway": ("OpenAI gateway", lambda n, r: gateway.generation(n, prompts_from(r))),
+                }
+                for streams in settings.gateway_streams:
+                    in_turns(pair, streams, settings.rounds(streams))
         _attempt(outcome, {"reference"}, "3. reference (N streams load N models first)", load_reference)
         levels(runners)
         runners.clear()

@@ -21,6 +21,8 @@ SYSTEMS = (
     ("genai", "2. GenAI", "genai"),
     ("genai + context", "2. GenAI + context", "genai"),
     ("reference", "3. reference", "reference"),
+    ("direct gRPC", "9. direct gRPC", "gateway"),
+    ("gateway", "9. OpenAI gateway", "gateway"),
 )
 LEGEND = (
     "1. servable: the local server and tritonclient streams, use_rag off (same prompts as 2 and 3); "
@@ -32,10 +34,15 @@ LEGEND = (
     "on threads. TTFT and ITL are timed where the tokens are consumed: tritonclient stream callbacks "
     "for 1, the pipeline's output for 2, the streamer for 3. CPU per token is the CPU time of the "
     "requests on the same 2 cores: the benchmark process runs the tritonclient clients for 1, the "
-    "pipeline for 2 and the models for 3; the local server process runs the servable for 1."
+    "pipeline for 2 and the models for 3; the local server process runs the servable for 1. "
+    "9. the same server and requests as 1, straight over gRPC and through the OpenAI-compatible gateway "
+    "(python -m client.openai_api, SSE over HTTP), taking turns; the gateway's own process is counted "
+    "in the CPU table's gateway column."
 )
 # Measured at one stream only, beside their counterpart.
 SINGLE_STREAM_SYSTEMS = ("servable + RAG", "genai + context")
+# Part 9, measured at settings.gateway_streams.
+GATEWAY_SYSTEMS = ("direct gRPC", "gateway")
 GENERATION_COLUMNS = (
     "System", "Streams", "TTFT p50 ms", "TTFT p95 ms", "ITL p50 ms", "ITL p95 ms",
     "Decode tok/s", "Tok/s per stream", "Tok/s aggregate",
@@ -52,7 +59,7 @@ LAYER_ROWS = (
 )
 OTHER_COLUMNS = ("Measurement", "Value")
 CPU_TITLE = "CPU per generated token (ms, user + system, all threads)"
-CPU_COLUMNS = ("System", "Streams", "Benchmark process", "Local server process", "Both")
+CPU_COLUMNS = ("System", "Streams", "Benchmark process", "Local server process", "Gateway process", "All")
 
 
 @dataclass
@@ -98,6 +105,8 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def _levels(settings: Settings, system: str) -> list[int]:
+    if system in GATEWAY_SYSTEMS:
+        return list(settings.gateway_streams)
     if system in SINGLE_STREAM_SYSTEMS:
         return [1] if 1 in settings.streams else []
     return list(settings.streams)
@@ -162,6 +171,8 @@ def targets(o: Outcome) -> list[Target]:
     many, rtop = o.summary("servable", top) or {}, o.summary("reference", top) or {}
     g1, gtop = o.summary("genai", 1) or {}, o.summary("genai", top) or {}
     g1_context = o.summary("genai + context", 1) or {}
+    gw_top = max(o.settings.gateway_streams)
+    gateway, direct = o.summary("gateway", gw_top) or {}, o.summary("direct gRPC", gw_top) or {}
     nan = float("nan")
 
     def ratio(a: dict, b: dict, key: str) -> float:
@@ -256,6 +267,14 @@ def targets(o: Outcome) -> list[Target]:
             "every listed document, add to the embedding; a shorter debounce would close it.",
             missing("edit"), goal_text=f"≤ 2 s + embedding = {edit_goal:.2f} s",
         ),
+        _check(
+            f"{gw_top} streams: aggregate tok/s, OpenAI gateway / direct gRPC (issue 22)",
+            ratio(gateway, direct, "aggregate_tps"), 0.9, True, times,
+            lambda: f"the gateway used {gateway.get('cpu_ms_gateway', nan):.2f} ms of CPU per token in its "
+            "own process (a JSON chunk and an HTTP write per piece, and a thread hop from tritonclient's "
+            "callback to the event loop), taken from the same cores the servable decodes on.",
+            missing("gateway"),
+        ),
     ]  # fmt: skip
 
 
@@ -348,9 +367,9 @@ def cpu_table(o: Outcome) -> Table:
             if summary is None:
                 rows.append([label, str(streams), *[o.state(part)] * (len(CPU_COLUMNS) - 2)])
                 continue
-            benchmark, server = summary.get("cpu_ms_benchmark"), summary.get("cpu_ms_server")
-            both = benchmark + server if server is not None else benchmark
-            cells = [_num(benchmark, 2), "-" if server is None else _num(server, 2), _num(both, 2)]
+            used = [summary.get(f"cpu_ms_{key}") for key in ("benchmark", "server", "gateway")]
+            cells = [_num(ms, 2) if ms is not None else "-" for ms in used]
+            cells.append(_num(sum(ms for ms in used if ms is not None), 2))
             rows.append([label, str(streams), *cells])
     return Table(CPU_TITLE, CPU_COLUMNS, rows)
 
@@ -405,7 +424,7 @@ def plot(outcome: Outcome, path: Path) -> bool:
     drawn = False
     for system, label, _part in SYSTEMS:
         points = [(n, s) for n in outcome.settings.streams if (s := outcome.summary(system, n))]
-        if system in SINGLE_STREAM_SYSTEMS or not points:
+        if system in SINGLE_STREAM_SYSTEMS + GATEWAY_SYSTEMS or not points:
             continue
         streams = [n for n, _ in points]
         left.plot(streams, [s["aggregate_tps"] for _, s in points], marker="o", label=label)

@@ -23,9 +23,10 @@ PARTS = {
     "edit": "6b. live reload of a listed file edited",
     "memory": "7. peak RSS of the server",
     "layers": "8. one stream's decode rate layer by layer (pipeline, engine, chat model, server)",
+    "gateway": "9. the OpenAI-compatible gateway against direct gRPC, taking turns",
 }
 # Parts that need the local server and the servable.
-SERVER_PARTS = frozenset({"servable", "reindex", "reload", "edit", "memory"})
+SERVER_PARTS = frozenset({"servable", "reindex", "reload", "edit", "memory", "gateway"})
 
 # Fixed questions: stream i, round r asks PROMPTS[(i + r) % len(PROMPTS)] (see `prompts_from`).
 PROMPTS = (
@@ -91,6 +92,7 @@ class Settings:
     """Sizes of one run; `quick()` gives the tiny ones the smoke test uses."""
 
     streams: tuple[int, ...] = (1, 4, 16)
+    gateway_streams: tuple[int, ...] = (1, 16)  # part 9
     max_new_tokens: int = 128
     requests_per_level: int = 8  # each stream runs ceil(requests_per_level / streams) requests,
     min_rounds: int = 3  # and at least this many, so that the systems take turns a few times
@@ -109,6 +111,7 @@ class Settings:
         """Tiny settings: checks the plumbing in well under a minute of generation."""
         values = dict(
             streams=(1, 2),
+            gateway_streams=(1, 2),
             max_new_tokens=8,
             requests_per_level=2,
             min_rounds=1,

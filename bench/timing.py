@@ -97,19 +97,20 @@ class GenerationResult:
 
 class CpuMeter:
     """CPU seconds (user + system, all threads) used while open, in `used`: by this process
-    ("benchmark": the clients, GenAI or the reference models) and, given its pid, by the local server
-    ("server")."""
+    ("benchmark": the clients, GenAI or the reference models) and, given their pids, by the local server
+    ("server") and the OpenAI gateway ("gateway")."""
 
-    def __init__(self, server_pid: int | None = None) -> None:
-        self._server = psutil.Process(server_pid) if server_pid is not None else None
+    def __init__(self, server_pid: int | None = None, gateway_pid: int | None = None) -> None:
+        pids = {"server": server_pid, "gateway": gateway_pid}
+        self._others = {key: psutil.Process(pid) for key, pid in pids.items() if pid is not None}
         self.used: dict[str, float] = {}
 
     def _read(self) -> dict[str, float]:
         # time.process_time() counts in ns; the kernel's per-process counters in clock ticks (10 ms).
         times = {"benchmark": time.process_time()}
-        if self._server is not None:
-            cpu = self._server.cpu_times()
-            times["server"] = cpu.user + cpu.system
+        for key, process in self._others.items():
+            cpu = process.cpu_times()
+            times[key] = cpu.user + cpu.system
         return times
 
     def __enter__(self) -> CpuMeter:

@@ -197,10 +197,13 @@ def parse_index_status(fields: dict[str, Any]) -> IndexStatus:
 
 @dataclass(frozen=True)
 class StreamError:
-    """The answer failed; `message` is a plain sentence for people, never a traceback."""
+    """The answer failed; `message` is a plain sentence for people, never a traceback. `invalid`: the
+    servable refused the request itself (its refusals name the input, `pre_prompt: ...`), so asking
+    again unchanged will not help."""
 
     message: str
     unreachable: bool = False
+    invalid: bool = False
 
 
 Event = Sources | TextPiece | EndSignal | IndexStatus | StreamError
@@ -208,11 +211,15 @@ Event = Sources | TextPiece | EndSignal | IndexStatus | StreamError
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Per-request settings; None leaves the servable's default."""
+    """Per-request settings; None (or nothing to stop at) leaves the servable's default."""
 
     max_new_tokens: int | None = None
     temperature: float | None = None
     use_rag: bool = True
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,8 +244,16 @@ def build_request(messages: Sequence[Message], settings: GenerationSettings = Ge
         request["max_new_tokens"] = int(settings.max_new_tokens)
     if settings.temperature is not None:
         request["temperature"] = float(settings.temperature)
+    if settings.top_p is not None:
+        request["top_p"] = float(settings.top_p)
+    if settings.seed is not None:
+        request["seed"] = int(settings.seed)
+    if settings.stop:
+        request["stop"] = list(settings.stop)
     if not settings.use_rag:
         request["use_rag"] = False
+    if settings.ignore_eos:
+        request["ignore_eos"] = True
     return json.dumps(request, ensure_ascii=False)
 
 
@@ -332,10 +347,13 @@ class OvmsClient:
 
     def error_for(self, error: InferenceServerException, answered: bool) -> StreamError:
         """A plain message for a failed stream."""
+        reason = f"The server could not answer: {error.message() or 'unknown error'}"
         if answered:
             if _has_status(error, "UNAVAILABLE"):
                 return StreamError("The connection to the server was lost during the answer.", True)
-            return StreamError(f"The server could not answer: {error.message() or 'unknown error'}")
+            return StreamError(reason)
+        if f"{INPUT_NAME}:" in (error.message() or ""):
+            return StreamError(reason, invalid=True)
         status = self.status()
         if status.busy:
             return StreamError(f"The server at {self.url} is too busy to answer now; try again shortly.")
@@ -343,7 +361,7 @@ class OvmsClient:
             return StreamError(f"The server at {self.url} is not reachable. Is it running?", True)
         if not status.model_ready:
             return StreamError(f"The server is up but the graph '{self.model_name}' is not ready yet.")
-        return StreamError(f"The server could not answer: {error.message() or 'unknown error'}")
+        return StreamError(reason)
 
 
 _DONE = object()

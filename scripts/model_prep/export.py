@@ -6,8 +6,11 @@ import shutil
 from pathlib import Path
 
 from model_prep.errors import ModelPrepError
+from model_prep.hub import IR_FILE, files_to_use
 
 CHECK_QUESTION = "What is the capital of France?"
+TOKENIZER_IRS = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 # Files sentence-transformers keeps beside the weights (pooling and normalisation settings).
 SENTENCE_TRANSFORMERS_FILES = (
     "modules.json",
@@ -24,6 +27,34 @@ def export_tokenizer_irs(tokenizer, out_dir: Path) -> None:
     ov_tokenizer, ov_detokenizer = convert_tokenizer(tokenizer, with_detokenizer=True)
     openvino.save_model(ov_tokenizer, out_dir / "openvino_tokenizer.xml")
     openvino.save_model(ov_detokenizer, out_dir / "openvino_detokenizer.xml")
+
+
+def is_ir(source: Path) -> bool:
+    """Whether `source` is a folder that already holds an OpenVINO IR (as the Hub's OpenVINO/ models)."""
+    return source.is_dir() and (source / IR_FILE).is_file()
+
+
+def copy_ir(source: Path, out_dir: Path) -> bool:
+    """Copy a pre-converted LLM folder as it is (no export, weights untouched), leaving out framework
+    weights; make the tokenizer/detokenizer IRs openvino-genai needs when the folder lacks them.
+    Returns whether they were made."""
+    from transformers import AutoTokenizer
+
+    files = files_to_use({p.relative_to(source).as_posix(): 0 for p in source.rglob("*") if p.is_file()})
+    for name in files:
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, out_dir / name)  # follows the Hub cache's links to the blobs
+    if all((out_dir / name).is_file() for name in TOKENIZER_IRS):
+        return False
+    # Without its files, AutoTokenizer would make an empty tokenizer of the model's type, not fail.
+    if not any((out_dir / name).is_file() for name in HF_TOKENIZER_FILES):
+        raise ModelPrepError(
+            f"{source} holds an OpenVINO IR but neither tokenizer IRs ({', '.join(TOKENIZER_IRS)}) nor a "
+            f"Hugging Face tokenizer ({', '.join(HF_TOKENIZER_FILES)}) to make them from"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    export_tokenizer_irs(tokenizer, out_dir)
+    return True
 
 
 def export_llm(source: Path, out_dir: Path, remote_code: bool = False) -> None:

@@ -12,6 +12,9 @@ from model_prep.errors import ModelPrepError
 OTHER_FORMATS = ["*.gguf", "*.onnx", "*.onnx_data", "onnx/*", "openvino/*", "*.msgpack", "*.h5", "*.ot"]
 OTHER_FORMATS += ["original/*", "*.tflite", "coreml/*", "*.mlmodel"]
 TORCH_FORMATS = ["*.bin", "*.pt", "*.pth"]
+IR_FILE = "openvino_model.xml"
+# Beside an OpenVINO IR (openvino_model.xml/.bin), the framework weights it was converted from.
+FRAMEWORK_WEIGHTS = ["*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.pt", "*.pth"]
 OFFLINE_HINT = (
     "use the offline model (`--model smollm2-135m-instruct` for the LLM, `--model all-MiniLM-L6-v2` for "
     "embeddings), or a model folder you already have with `--model-id /local/path`"
@@ -24,10 +27,14 @@ def _endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _files_to_fetch(files: dict[str, int]) -> dict[str, int]:
-    """The repository files worth downloading (safetensors preferred over torch pickles), with sizes."""
+def files_to_use(files: dict[str, int]) -> dict[str, int]:
+    """The files of a repository (or folder) worth taking, with sizes: of a pre-converted OpenVINO IR,
+    the IR, tokenizer and configs as they are; else what the export needs (safetensors preferred over
+    torch pickles)."""
     skip = list(OTHER_FORMATS)
-    if any(name.endswith(".safetensors") for name in files):
+    if IR_FILE in files:
+        skip += FRAMEWORK_WEIGHTS
+    elif any(name.endswith(".safetensors") for name in files):
         skip += TORCH_FORMATS
     return {n: s for n, s in files.items() if not any(fnmatch.fnmatch(n, pattern) for pattern in skip)}
 
@@ -90,7 +97,7 @@ def fetch(model_id: str, revision: str | None, gated: bool, check_space: Callabl
             return Path(snapshot_download(model_id, revision=revision, local_files_only=True))
         except Exception:
             raise _explain(e, model_id, gated) from e
-    files = _files_to_fetch({s.rfilename: int(s.size or 0) for s in info.siblings or []})
+    files = files_to_use({s.rfilename: int(s.size or 0) for s in info.siblings or []})
     check_space(sum(files.values()))
     try:
         return Path(snapshot_download(model_id, revision=revision, allow_patterns=list(files)))

@@ -111,6 +111,7 @@ class RagChain:
             return self._refused(prepared.refusal)
         return self.chat_model.stream(
             prepared.messages,
+            stop=list(request.stop) or None,
             input_ids=prepared.input_ids,
             arrival=arrival,
             max_new_tokens=prepared.max_new_tokens,

@@ -11,7 +11,11 @@ from typing import Any
 
 INPUT_NAME = "pre_prompt"
 ROLES = ("system", "user", "assistant")
-FIELDS = ("messages", "question", "max_new_tokens", "temperature", "top_p", "seed", "use_rag", "ignore_eos")
+FIELDS = (
+    "messages", "question", "max_new_tokens", "temperature", "top_p", "seed", "stop", "use_rag", "ignore_eos",
+)  # fmt: skip
+# As the OpenAI API: up to four stop strings.
+MAX_STOP_STRINGS = 4
 
 
 def _error(message: str) -> ValueError:
@@ -27,6 +31,7 @@ class ChatRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    stop: tuple[str, ...] = ()
     use_rag: bool = True
     ignore_eos: bool = False
 
@@ -130,6 +135,22 @@ def _number(body: dict, name: str, kind: type, default: Any, ok: Any, rule: str)
     return float(value) if kind is float else value
 
 
+def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+    """`stop`: one string or a list of up to MAX_STOP_STRINGS non-empty strings that end the answer."""
+    stop = body.get("stop", [])
+    strings = [stop] if isinstance(stop, str) else stop
+    if (
+        not isinstance(strings, list)
+        or len(strings) > MAX_STOP_STRINGS
+        or not all(isinstance(item, str) and item for item in strings)
+    ):
+        raise _error(
+            f"'stop' must be a non-empty string or a list of at most {MAX_STOP_STRINGS}, "
+            f"got {json.dumps(stop)}"
+        )
+    return tuple(strings)
+
+
 def parse_request(text: str, default_max_new_tokens: int) -> ChatRequest | StatusRequest:
     """Turn the decoded `pre_prompt` text into a request, or raise ValueError naming the problem."""
     stripped = text.strip()
@@ -172,6 +193,7 @@ def parse_request(text: str, default_max_new_tokens: int) -> ChatRequest | Statu
         temperature=_number(body, "temperature", float, 0.0, lambda v: 0 <= v <= 2, "between 0 and 2"),
         top_p=_number(body, "top_p", float, 1.0, lambda v: 0 < v <= 1, "in (0, 1]"),
         seed=_number(body, "seed", int, None, lambda v: 0 <= v < 2**63, "an integer >= 0"),
+        stop=_stop(body),
         use_rag=use_rag,
         ignore_eos=ignore_eos,
     )

@@ -51,7 +51,8 @@ def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
     rows = [(row[0], row[1]) for row in generation[1:]]
     expected = [("1. servable", "1"), ("1. servable", "2"), ("1. servable + RAG", "1"), ("2. GenAI", "1"),
                 ("2. GenAI", "2"), ("2. GenAI + context", "1"), ("3. reference", "1"),
-                ("3. reference", "2")]  # fmt: skip
+                ("3. reference", "2"), ("9. direct gRPC", "1"), ("9. direct gRPC", "2"),
+                ("9. OpenAI gateway", "1"), ("9. OpenAI gateway", "2")]  # fmt: skip
     assert rows == expected
     for row in generation[1:]:
         assert all(NUMBER.match(cell) for cell in row[2:]), row
@@ -63,16 +64,31 @@ def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
         assert row[3] in ("PASS", "MISS") and row[1] != "n/a", row
 
     cpu = tables["CPU per generated token (ms, user + system, all threads)"]
-    assert cpu[0] == ["System", "Streams", "Benchmark process", "Local server process", "Both"]
+    assert cpu[0] == [
+        "System",
+        "Streams",
+        "Benchmark process",
+        "Local server process",
+        "Gateway process",
+        "All",
+    ]
     assert [(row[0], row[1]) for row in cpu[1:]] == expected
     for row in cpu[1:]:
-        benchmark, server, both = row[2:]
+        benchmark, server, gateway, total = row[2:]
         assert NUMBER.match(benchmark) and float(benchmark) > 0, row
-        if row[0].startswith("1. "):  # the servable: its client here, the server in its own process
+        measured = [float(benchmark)]
+        # The servable: its client here, the server in its own process (and the gateway in another).
+        if row[0].startswith(("1. ", "9. ")):
             assert NUMBER.match(server) and float(server) > 0, row
-            assert float(both) == pytest.approx(float(benchmark) + float(server), abs=0.011), row
+            measured.append(float(server))
         else:
-            assert server == "-" and both == benchmark, row
+            assert server == "-", row
+        if row[0] == "9. OpenAI gateway":
+            assert NUMBER.match(gateway) and float(gateway) > 0, row
+            measured.append(float(gateway))
+        else:
+            assert gateway == "-", row
+        assert float(total) == pytest.approx(sum(measured), abs=0.02), row
 
     other = tables["Retrieval, indexing, reload, memory"]
     assert other[0] == ["Measurement", "Value"]

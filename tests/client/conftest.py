@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,17 @@ GROUNDED_QUESTION = "How long does it fly? Please cite the sources."
 GROUNDED_ANSWER = (
     "The HT-7 flies 47 minutes [1] and its motors last 1,200 hours. After 1,200 hours, send it to Lima [3]."
 )
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    """Stop processes a fixture started: SIGTERM, then SIGKILL after 10 s."""
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture
@@ -138,13 +150,7 @@ def start_page(tmp_path: Path) -> Iterator[Callable[[str], str]]:
         raise RuntimeError("the page did not come up in 90 s")
 
     yield start
-    for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_all(started)
 
 
 @pytest.fixture
@@ -209,3 +215,48 @@ def servable_copy(tmp_path_factory: pytest.TempPathFactory) -> ServableCopy:
             shutil.copytree(item, target / item.name, ignore=shutil.ignore_patterns("__pycache__"))
     env = {name: str(folder) for name, folder in models.items()}
     return ServableCopy(target / "config.json", {**env, "RAG_INDEX_DIR": str(target / ".rag_index")})
+
+
+@dataclass
+class Gateway:
+    """A running `python -m client.openai_api`."""
+
+    url: str  # the OpenAI base URL, ending in /v1
+    process: subprocess.Popen
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Factory: start the OpenAI gateway in front of a gRPC URL, ready once GET /v1/models answers (401
+    counts when a key is set). Stopped at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def start(ovms_url: str, *args: str) -> Gateway:
+        port = free_port()
+        log_path = tmp_path / f"gateway-{port}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "client.openai_api", "--ovms_url", ovms_url, "--host", "127.0.0.1",
+                 "--port", str(port), *args],
+                cwd=REPO,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        started.append(process)
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + LIVENESS_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the gateway exited: {log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=5):
+                    return Gateway(url, process)
+            except urllib.error.HTTPError:
+                return Gateway(url, process)
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the gateway did not come up in {LIVENESS_S:.0f} s")
+
+    yield start
+    stop_all(started)

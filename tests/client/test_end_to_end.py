@@ -3,6 +3,7 @@ the real local server, from a temporary copy with its own index."""
 
 from __future__ import annotations
 
+import openai
 import pytest
 from playwright.sync_api import expect
 
@@ -91,3 +92,22 @@ def test_page_against_the_real_servable(real_server, start_page, browser_page, a
     expect(sources.locator(".content")).to_be_visible()
     page.wait_for_timeout(500)  # the unfolding animation, for the screenshot
     page.screenshot(path=str(artifacts / "client-page-real-servable.png"))
+
+
+def test_the_openai_gateway_in_front_of_the_real_servable_stops_at_a_stop_string(real_server, start_gateway):
+    client = openai.OpenAI(base_url=start_gateway(real_server.grpc_url).url, api_key="unused", max_retries=0)
+
+    def answer(**settings) -> tuple[str, str]:
+        completion = client.chat.completions.create(
+            model="python_model", messages=[{"role": "user", "content": "Describe the water cycle."}],
+            max_tokens=40, temperature=0, extra_body={"use_rag": False}, **settings,
+        )  # fmt: skip
+        return completion.choices[0].message.content, completion.choices[0].finish_reason
+
+    full, _ = answer()
+    # A word well into the greedy answer, cut where it first occurs; the same greedy answer stops there.
+    word = next(w for w in full.split()[3:] if len(w) >= 4 and full.find(w) > 0)
+    stopped, reason = answer(stop=[word])
+    assert reason == "stop"
+    assert word not in stopped
+    assert stopped.strip() == full[: full.find(word)].strip()

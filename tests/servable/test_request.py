@@ -46,6 +46,7 @@ def test_json_request_with_history_and_settings():
         "temperature": 0.7,
         "top_p": 0.9,
         "seed": 3,
+        "stop": ["\n\n", "Question:"],
         "use_rag": False,
         "ignore_eos": True,
     }
@@ -53,6 +54,12 @@ def test_json_request_with_history_and_settings():
     assert request.messages == body["messages"]
     assert (request.max_new_tokens, request.temperature, request.top_p, request.seed) == (12, 0.7, 0.9, 3)
     assert (request.use_rag, request.ignore_eos, request.question) == (False, True, "Price of the HT-7?")
+    assert request.stop == ("\n\n", "Question:")
+
+
+def test_one_stop_string_and_none():
+    assert parse_request('{"question": "hi", "stop": "END"}', 256).stop == ("END",)
+    assert parse_request('{"question": "hi"}', 256).stop == ()
 
 
 @pytest.mark.parametrize(
@@ -85,6 +92,9 @@ def test_bad_tensors(inputs, message):
         ('{"question": "hi", "top_p": 0}', "'top_p' must be in (0, 1], got 0"),
         ('{"question": "hi", "top_p": 1.5}', "'top_p' must be in (0, 1], got 1.5"),
         ('{"question": "hi", "seed": -1}', "'seed' must be an integer >= 0"),
+        ('{"question": "hi", "stop": ""}', "'stop' must be a non-empty string or a list of at most 4"),
+        ('{"question": "hi", "stop": ["a", 1]}', "'stop' must be a non-empty string"),
+        ('{"question": "hi", "stop": ["a", "b", "c", "d", "e"]}', "a list of at most 4"),
         ('{"question": "hi", "use_rag": "yes"}', "'use_rag' must be true or false, got \"yes\""),
         ('{"question": "   "}', "question is empty"),
         ('{"messages": []}', "'messages' must be a non-empty list"),
