@@ -352,6 +352,7 @@ class AnswerStream:
         self._client: grpcclient.InferenceServerClient | None = None
         self._cancelled = False
         self._finished = False
+        self.attempts = 0  # streams opened for this answer: 2 when it was asked again
 
     @property
     def cancelled(self) -> bool:
@@ -389,7 +390,7 @@ class AnswerStream:
     def __iter__(self) -> Iterator[Event]:
         shown: Sources | None = None
         for attempt in range(1, ATTEMPTS + 1):
-            broken = None
+            self.attempts, broken = attempt, None
             for event in self._attempt():
                 if isinstance(event, _Broken):
                     broken = event.error
