@@ -274,8 +274,8 @@ class IndexManager:
             }
         )
         log.info(
-            "loaded stored index %s (%s): %d documents, %d chunks",
-            name, reason, len(store.documents), len(store.chunks),
+            "loaded stored index: %d documents, %d chunks (%s; %s)",
+            len(store.documents), len(store.chunks), name, reason,
         )  # fmt: skip
         return True
 
