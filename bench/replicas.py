@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.server import Server, make_servable_copy
 from bench.settings import DEFAULT_EMBEDDING_DIR, DEFAULT_LLM_DIR, PROMPTS, REPO, SERVABLE_DIR
-from client.ovms_client import EndSignal, GenerationSettings, OvmsClient, StreamError, TextPiece
+from client.ovms_client import EndSignal, GenerationSettings, OvmsClient, TextPiece
 
 READY_TIMEOUT_S = 600
 
@@ -51,7 +51,9 @@ def ask_all(client: OvmsClient, streams: int, requests: int, max_new_tokens: int
     results: list[tuple[float | None, list]] = []
     lock = threading.Lock()
     next_question = iter(range(requests))
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0)
+    # Without retrieval: the fixed prompts are not about the documents (they would get the refusal,
+    # which is sent without generating), and generation is what the replicas share the cores for.
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0, use_rag=False)
 
     def user() -> None:
         while True:
@@ -105,14 +107,12 @@ def measure(replicas: int, args: argparse.Namespace) -> Level:
         finally:
             for server in servers:
                 server.stop()
-    ends = [events[-1] for _, events in results]
+    answers = sum(isinstance(events[-1], EndSignal) and events[-1].problem is None for _, events in results)
     return Level(
         replicas=replicas,
         wall_s=wall,
-        answers=sum(isinstance(end, EndSignal) and end.problem is None for end in ends),
-        errors=sum(
-            isinstance(end, StreamError) or (isinstance(end, EndSignal) and end.problem) for end in ends
-        ),
+        answers=answers,
+        errors=len(results) - answers,
         tokens=round(sum(tokens)),
         ttft_s=[first for first, _ in results if first is not None],
         per_replica=[round(count) for count in per_replica],
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         f"`python -m bench.replicas {' '.join(argv if argv is not None else sys.argv[1:])}` on "
         f"{os.cpu_count()} cores (load average at the end {load}); LLM {args.llm.name}, "
         f"{args.streams} concurrent users, {args.requests} questions per row, at most "
-        f"{args.max_new_tokens} new tokens, greedy, through the client's round_robin. The replicas share "
+        f"{args.max_new_tokens} new tokens, greedy, without retrieval, through the client's round_robin. "
+        "The replicas share "
         "the cores, so more of them cannot add compute here.\n\n"
         f"{table}\n"
     )
