@@ -5,11 +5,14 @@ servable; the dying one kills itself with SIGKILL (CLIENT_TEST_DIE)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from client.ovms_client import EndSignal, OvmsClient, Sources, StreamError, TextPiece, grpc_target
 from tests.client.conftest import SLOW_CONFIG
-from tests.conftest import LIVENESS_S, wait_until
+from tests.conftest import LIVENESS_S, REPO, wait_until
 
 QUESTION = [{"role": "user", "content": "How long does it fly?"}]
 
@@ -90,3 +93,14 @@ def test_a_stream_broken_after_text_is_a_clear_error(ovms_server, tmp_path):
     assert [type(event) for event in broken] == [Sources, TextPiece, TextPiece, TextPiece, StreamError]
     assert broken[-1].message == "The connection to the server was lost during the answer."
     assert isinstance(list(client.ask(QUESTION))[-1], EndSignal)
+
+
+def test_the_page_refuses_a_bad_list_clearly():
+    result = subprocess.run(
+        [sys.executable, "client/app.py", "--ovms_url", "127.0.0.1:9000,nowhere:x"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=LIVENESS_S,
+    )
+    assert result.returncode == 1 and "error: --ovms_url: 'nowhere:x' is not host:port" in result.stderr
