@@ -181,14 +181,18 @@ def test_sixteen_conversations_spread_over_the_replicas(replicas):
 def test_a_replica_killed_under_load_loses_no_question_that_had_not_started(replicas):
     servers = replicas.alive()
     client = replicas.client()
-    victim = servers[0]
+    victims: list[OvmsServer] = []
 
     def kill_when_busy() -> None:
-        # Killed while questions wait in its pipeline: they have shown nothing and must be asked again.
-        busy = lambda: metrics(victim).get("rag_llm_active_requests", 0) > RUNNING  # noqa: E731
-        wait_until(busy, "questions wait on the victim")
-        victim.process.send_signal(signal.SIGKILL)
-        victim.process.wait(LIVENESS_S)
+        # The first replica seen with questions waiting in its pipeline is killed: they have shown
+        # nothing and must be asked again.
+        def busy() -> bool:
+            victims.extend(s for s in servers if metrics(s).get("rag_llm_active_requests", 0) > RUNNING)
+            return bool(victims)
+
+        wait_until(busy, "questions wait on a replica")
+        victims[0].process.send_signal(signal.SIGKILL)
+        victims[0].process.wait(LIVENESS_S)
 
     conversations = run_conversations(client, max_new_tokens=96, during=kill_when_busy)
     answered = [events for c in conversations for events in c.events]
