@@ -52,6 +52,15 @@ def test_the_cli_refuses_a_bad_list_clearly(run_cli):
     assert result.returncode == 2 and "error: --url: 'nowhere' is not host:port" in result.stderr
 
 
+def test_a_dns_name_is_resolved_by_grpc(slow_server):
+    """`dns:///localhost:PORT`: every address of the name is balanced over; the server listens on
+    127.0.0.1 only, so an IPv6 address the name may have is skipped as a replica that is down."""
+    port = slow_server.grpc_url.rpartition(":")[2]
+    client = OvmsClient(f"dns:///localhost:{port}")
+    assert client.status().model_ready
+    assert all(isinstance(list(client.ask(QUESTION))[-1], EndSignal) for _ in range(3))
+
+
 def start_pair(ovms_server, tmp_path, die: str):
     """A healthy server and one that dies at its first answer; the client over both."""
     servers = []
