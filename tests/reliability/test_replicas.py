@@ -1,5 +1,6 @@
 """Replicas: three real local servers on one servable copy (one docs.txt, one index folder), the tiny
-random-weight LLM and the real embedding model, and the client balancing over them with gRPC's
+random-weight LLM and the real embedding model (every other replica without file events, noticing
+changes by polling as across NFS clients), and the client balancing over them with gRPC's
 round_robin. Each replica's embedded texts are read from its own /metrics: a cold start and a
 docs.txt change embed each chunk once among all replicas; 16 conversations spread over the replicas;
 a replica SIGKILLed under load loses no question that had not started streaming; a replica SIGKILLed
@@ -46,13 +47,16 @@ class Replicas:
     servers: list[OvmsServer] = field(default_factory=list)
 
     def start(self, count: int) -> list[OvmsServer]:
-        """Start `count` servers at once (each waits until it is ready)."""
+        """Start `count` servers at once (each waits until it is ready). Every other one gets no file
+        events, as a replica on another NFS client: it notices changes by polling."""
+
+        def one(number: int) -> OvmsServer:
+            events = "0" if (len(self.servers) + number) % 2 else "1"
+            env = {**self.copy.env, "DOCS_WATCH_EVENTS": events}
+            return start_ovms_server(self.copy.config, self.log_dir, env)
+
         with ThreadPoolExecutor(count) as pool:
-            started = list(
-                pool.map(
-                    lambda _: start_ovms_server(self.copy.config, self.log_dir, self.copy.env), range(count)
-                )
-            )
+            started = list(pool.map(one, range(count)))
         self.servers.extend(started)
         return started
 
