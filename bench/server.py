@@ -52,12 +52,12 @@ def _free_port() -> int:
 class Server:
     """`python -m local_ovms` on a servable folder; stopped (SIGTERM, then kill) by `stop()`."""
 
-    def __init__(self, servable: Path, env: dict[str, str]) -> None:
+    def __init__(self, servable: Path, env: dict[str, str], log_name: str = "server.log") -> None:
         self.servable = servable
         self.port, self.rest_port = _free_port(), _free_port()
         self.grpc_url = f"127.0.0.1:{self.port}"
         self.rest_url = f"http://127.0.0.1:{self.rest_port}"
-        self.log_path = servable / "server.log"
+        self.log_path = servable / log_name
         command = [sys.executable, "-m", "local_ovms", "--config_path", str(servable / "config.json"),
                    "--port", str(self.port), "--rest_port", str(self.rest_port)]  # fmt: skip
         with self.log_path.open("wb") as log:

@@ -383,7 +383,12 @@ def host_port(url: str, default_port: int) -> tuple[str, int]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Gradio chat page for the RAG chatbot served by OVMS.")
     parser.add_argument("--web_url", default="localhost:9001", help="host:port the page is served on")
-    parser.add_argument("--ovms_url", default="localhost:9000", help="gRPC host:port of the model server")
+    parser.add_argument(
+        "--ovms_url",
+        default="localhost:9000",
+        help="gRPC host:port of the model server, or of several replicas: host1:9000,host2:9000 or "
+        "dns:///name:9000 (balanced by gRPC's round_robin)",
+    )
     parser.add_argument("--model_name", default=DEFAULT_MODEL, help="graph name served by the server")
     parser.add_argument(
         "--concurrency",
@@ -399,7 +404,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     host, port = host_port(args.web_url, 9001)
-    page = build_page(OvmsClient(args.ovms_url, args.model_name), args.concurrency, args.status_every)
+    try:
+        client = OvmsClient(args.ovms_url, args.model_name)
+    except ValueError as exc:
+        raise SystemExit(f"error: --ovms_url: {exc}") from None
+    page = build_page(client, args.concurrency, args.status_every)
     page.launch(server_name=host, server_port=port, ssr_mode=False, footer_links=[])
 
 

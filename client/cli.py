@@ -186,7 +186,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "130 stopped by Ctrl-C, 141 the output was closed (the answer is cancelled too).",
     )
     parser.add_argument("question", nargs="?", help="the question; without it, an interactive session")
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"gRPC host:port of the server ({DEFAULT_URL})")
+    parser.add_argument(
+        "--url",
+        "--ovms_url",
+        default=DEFAULT_URL,
+        help=f"gRPC host:port of the server ({DEFAULT_URL}), or of several replicas: host1:9000,host2:9000 "
+        "or dns:///name:9000",
+    )
     parser.add_argument("--model-name", default=DEFAULT_MODEL, help=f"graph name ({DEFAULT_MODEL})")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit in tokens")
     parser.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy")
@@ -202,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.status and args.question is not None:
         sys.stderr.write("error: give a question or --status, not both\n")
         return EXIT_BAD_INPUT
-    client = OvmsClient(args.url, args.model_name)
+    try:
+        client = OvmsClient(args.url, args.model_name)
+    except ValueError as exc:
+        sys.stderr.write(f"error: --url: {exc}\n")
+        return EXIT_BAD_INPUT
     settings = GenerationSettings(args.max_new_tokens, args.temperature, not args.no_rag)
     try:
         if args.status:

@@ -5,13 +5,21 @@ The graph answers with `sources` (once), `completion` pieces and a final `end_si
 turns them into typed events. Closing the stream early (`cancel()`) cancels the answer in the server.
 The index status is asked the same way (`{"status": true}`, answered by `status`): on real OVMS the
 graph is reachable only through KServe.
+
+Several servers (replicas) are one gRPC target: `host1:9000,host2:9000` or a `dns:///name:port`
+(a Kubernetes headless Service), balanced by gRPC's own `round_robin` policy, which sends each new
+stream to a ready replica and skips one that is down. A question whose stream breaks before its first
+text piece is asked once more, on another replica; once text was shown, the user gets an error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import ipaddress
 import json
 import queue
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +35,14 @@ INPUT_NAME = "pre_prompt"
 STATUS_REQUEST = json.dumps({"status": True})
 # A busy server (a long prompt being read) can take seconds to answer a health check.
 STATUS_TIMEOUT_S = 5.0
+# gRPC's round_robin policy over every address of the target (the default, pick_first, uses one).
+# A replica that was down is tried again every 2 s at most (gRPC's default backoff grows to 120 s).
+CHANNEL_ARGS = [
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+# Failures the same question meets on every replica: not asked again.
+NOT_RETRIED = ("INVALID_ARGUMENT", "NOT_FOUND")
 
 Message = dict[str, str]
 
@@ -299,37 +315,80 @@ def parse_output(name: str, payload: bytes) -> Event | None:
     return None
 
 
+def _address(item: str) -> tuple[str, str]:
+    """`host:port` or `[v6]:port` -> (host, port), for a list of servers."""
+    host, colon, port = item.strip().rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise ValueError(f"{item.strip()!r} is not host:port (each server of a list needs its port)")
+    return host.strip("[]"), port
+
+
+def grpc_target(url: str) -> str:
+    """The gRPC target of `url`: a `scheme:` target (`dns:///`, `ipv4:`, `ipv6:`, `unix:`) as it is;
+    `host:port` as it is (every address its name resolves to is used); a comma list of servers as one
+    `ipv4:` or `ipv6:` target, each name resolved once, now. ValueError names a bad or unknown server."""
+    if "," not in url:
+        return url
+    addresses: list[tuple[int, str, str]] = []
+    for item in filter(str.strip, url.split(",")):
+        host, port = _address(item)
+        try:
+            found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ValueError(f"server {host!r} in --ovms_url: {exc.strerror}") from None
+        ips = [ipaddress.ip_address(info[4][0]) for info in found]
+        ip = next((ip for ip in ips if ip.version == 4), ips[0])
+        addresses.append((ip.version, str(ip), port))
+    versions = {version for version, _, _ in addresses}
+    if len(versions) > 1:
+        raise ValueError("the servers mix IPv4 and IPv6 addresses; gRPC takes one family per target")
+    if versions == {4}:
+        return "ipv4:" + ",".join(f"{ip}:{port}" for _, ip, port in addresses)
+    return "ipv6:" + ",".join(f"[{ip}]:{port}" for _, ip, port in addresses)
+
+
 def _has_status(error: InferenceServerException, code: str) -> bool:
     """Whether a failed call ended with the gRPC status `code` (e.g. "UNAVAILABLE")."""
     return str(error.status() or "").endswith(code)
 
 
 class OvmsClient:
-    """Talks to one server (`host:port` of its gRPC endpoint) and one graph."""
+    """Talks to one graph on one server or on several replicas (see the module docstring)."""
 
     def __init__(self, url: str = DEFAULT_URL, model_name: str = DEFAULT_MODEL) -> None:
         self.url = url
         self.model_name = model_name
+        self.target = grpc_target(url)
+        # Health checks go through one long-lived channel; its connections to the replicas stay open
+        # and are shared by the streams' channels (gRPC's global subchannel pool), so a new stream
+        # finds every live replica ready and round_robin starts at a random one of them.
+        self._health = self.connect()
+
+    def connect(self) -> grpcclient.InferenceServerClient:
+        """A tritonclient client on a new channel to the target, balanced by round_robin."""
+        return grpcclient.InferenceServerClient(self.target, channel_args=CHANNEL_ARGS)
 
     def status(self) -> ServerStatus:
-        """Ask ServerLive and ModelReady; never raises."""
-        client = grpcclient.InferenceServerClient(self.url)
-        try:
-            live = ready = False
+        """Ask ServerLive and ModelReady (of one ready replica); never raises."""
+        live = ready = False
+        for attempt in range(2):
             try:
-                live = client.is_server_live(client_timeout=STATUS_TIMEOUT_S)
-                ready = live and client.is_model_ready(self.model_name, client_timeout=STATUS_TIMEOUT_S)
+                live = self._health.is_server_live(client_timeout=STATUS_TIMEOUT_S)
+                ready = live and self._health.is_model_ready(self.model_name, client_timeout=STATUS_TIMEOUT_S)
             except InferenceServerException as error:
                 if _has_status(error, "DEADLINE_EXCEEDED"):
                     message = f"Server at {self.url} is busy: no answer to a health check in time."
                     return ServerStatus(True, False, message, busy=True)
-            if not live:
-                return ServerStatus(False, False, f"Server at {self.url} is not reachable.")
-            if not ready:
-                return ServerStatus(True, False, f"Server is up; graph '{self.model_name}' is not ready yet.")
-            return ServerStatus(True, True, f"Server and graph '{self.model_name}' are ready.")
-        finally:
-            client.close()
+            if live or attempt:
+                break
+            # No replica was reachable: the channel waits out its reconnect backoff; a new one does not.
+            # (The old one closes once no other thread uses it.)
+            self._health = self.connect()
+        if not live:
+            return ServerStatus(False, False, f"Server at {self.url} is not reachable.")
+        if not ready:
+            return ServerStatus(True, False, f"Server is up; graph '{self.model_name}' is not ready yet.")
+        return ServerStatus(True, True, f"Server and graph '{self.model_name}' are ready.")
 
     def ask(
         self, messages: Sequence[Message], settings: GenerationSettings = GenerationSettings()
@@ -365,11 +424,22 @@ class OvmsClient:
 
 
 _DONE = object()
+# A question is asked at most this often: once, and once more on another replica if the first broke.
+ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class _Broken:
+    """An attempt failed before any text piece: the question may be asked again."""
+
+    error: InferenceServerException
 
 
 class AnswerStream:
     """One streamed answer. Iterate it for events; `cancel()` (from any thread) closes the gRPC stream
-    with `cancel_requests=True`, which cancels the generation in the server, and ends the iteration."""
+    with `cancel_requests=True`, which cancels the generation in the server, and ends the iteration.
+    A stream that breaks before its first text piece is opened once more (round_robin picks a ready
+    replica); a `sources` output the retry sends again is not repeated."""
 
     def __init__(self, owner: OvmsClient, request_text: str) -> None:
         self._owner = owner
@@ -379,20 +449,23 @@ class AnswerStream:
         self._client: grpcclient.InferenceServerClient | None = None
         self._cancelled = False
         self._finished = False
+        self.attempts = 0  # streams opened for this answer: 2 when it was asked again
 
     @property
     def cancelled(self) -> bool:
         return self._cancelled
 
-    def _on_response(self, result: Any, error: InferenceServerException | None) -> None:
-        self._responses.put((result, error))
+    @staticmethod
+    def _on_response(responses: queue.Queue, result: Any, error: InferenceServerException | None) -> None:
+        responses.put((result, error))
 
     def _open(self) -> None:
         with self._lock:
             if self._cancelled:
                 return
-            self._client = grpcclient.InferenceServerClient(self._owner.url)
-            self._client.start_stream(callback=self._on_response)
+            self._responses = queue.Queue()
+            self._client = self._owner.connect()
+            self._client.start_stream(callback=functools.partial(self._on_response, self._responses))
             self._client.async_stream_infer(self._owner.model_name, [make_input(self._request_text)])
 
     def _close(self, cancel: bool) -> None:
@@ -408,10 +481,30 @@ class AnswerStream:
             if self._finished or self._cancelled:
                 return
             self._cancelled = True
-        self._responses.put(_DONE)
+            self._responses.put(_DONE)
         self._close(cancel=True)
 
     def __iter__(self) -> Iterator[Event]:
+        shown: Sources | None = None
+        for attempt in range(1, ATTEMPTS + 1):
+            self.attempts, broken = attempt, None
+            for event in self._attempt():
+                if isinstance(event, _Broken):
+                    broken = event.error
+                elif isinstance(event, Sources):
+                    if event != shown:
+                        shown = event
+                        yield event
+                else:
+                    yield event
+            if broken is None:
+                return
+            if attempt == ATTEMPTS or self._cancelled or any(_has_status(broken, c) for c in NOT_RETRIED):
+                yield self._owner.error_for(broken, answered=False)
+                return
+
+    def _attempt(self) -> Iterator[Event | _Broken]:
+        """The events of one gRPC stream; `_Broken` last when it failed before any text piece."""
         answered = False
         try:
             try:
@@ -421,7 +514,7 @@ class AnswerStream:
                 failure = exc
                 with contextlib.suppress(queue.Empty):
                     failure = self._responses.get(timeout=1.0)[1] or exc
-                yield self._owner.error_for(failure, answered=False)
+                yield _Broken(failure)
                 return
             while not self._cancelled:
                 item = self._responses.get()
@@ -430,7 +523,7 @@ class AnswerStream:
                 result, error = item
                 if error is not None:
                     if not self._cancelled:
-                        yield self._owner.error_for(error, answered)
+                        yield self._owner.error_for(error, answered) if answered else _Broken(error)
                     return
                 for output in result.get_response().outputs:
                     try:

@@ -7,6 +7,10 @@ is written to a temporary folder, renamed into place, and only then is `CURRENT`
 crash leaves the previous complete build. Nothing is unpickled. Chunks are reused by document
 content hash, so only new or changed documents are embedded. A document that docs.txt still lists but
 that fails to load keeps its previous chunks. `status.json` reports the last build.
+
+Replicas may share the folder: a build is made under the folder's lease (lease.py), after taking up
+the build another replica published, so each changed document is embedded once among them all; a
+replica that did not build follows `CURRENT` (`follow`) and serves the published build as it is.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from . import metrics
 from .documents import Document, Failure, Fetcher, parse_docs_file
+from .lease import BuildLease, confirm
 from .passages import tokens
 
 log = logging.getLogger(__name__)
@@ -138,6 +143,13 @@ class IndexStore:
         self.embedding_key = embedding_key
         self.chunking = chunking
 
+    def current(self) -> str | None:
+        """The name of the build `CURRENT` names, None when there is none yet."""
+        try:
+            return (self.folder / "CURRENT").read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
     def save(self, store: Store) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"build-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -169,12 +181,11 @@ class IndexStore:
             if path.is_dir() and path.name != keep and path.name.startswith(("build-", ".tmp-build-")):
                 shutil.rmtree(path, ignore_errors=True)
 
-    def load(self, embeddings: Embeddings) -> Store | None:
-        """The stored build, None when there is none; IndexProblem when it is unusable."""
-        current = self.folder / "CURRENT"
-        if not current.exists():
+    def load(self, embeddings: Embeddings, name: str | None) -> Store | None:
+        """The build `name` (see `current`), None for None; IndexProblem when it is unusable."""
+        if name is None:
             return None
-        build = self.folder / current.read_text(encoding="utf-8").strip()
+        build = self.folder / name
         try:
             manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -211,6 +222,7 @@ class IndexManager:
         embedding_key: str,
         chunk_size: int,
         chunk_overlap: int,
+        lease_s: float = 30.0,
     ) -> None:
         self.docs_file = docs_file
         self.fetcher = fetcher
@@ -219,29 +231,59 @@ class IndexManager:
         self.disk = IndexStore(
             folder, embedding_key, {"chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
         )
+        self.lease = BuildLease(folder, lease_s)
         self.store: Store | None = None
+        self.serving: str | None = None  # the build folder `store` was loaded from or saved to
         self.status: dict[str, Any] = {"state": "empty"}
         self._build_lock = threading.Lock()
         self.building: dict[str, str] | None = None  # the rebuild in progress: reason, started_at
+        self._serve_lock = threading.Lock()
         self._stopping = threading.Event()
         self._stored_problem: str | None = None
 
     def load_stored(self) -> bool:
         """Serve the index on disk if it is whole and matches the settings; report it if not."""
-        try:
-            store = self.disk.load(self.embeddings)
-        except Exception as exc:
-            log.warning("stored index in %s is unusable (%s); it will be rebuilt", self.disk.folder, exc)
-            self._stored_problem = f"stored index unusable: {exc}"
-            self._write_status({"state": "rebuilding", "message": self._stored_problem})
-            return False
-        if store is None:
-            return False
-        self._swap(store)
+        with self._serve_lock:
+            try:
+                return self._take_current("start")
+            except Exception as exc:
+                log.warning("stored index in %s is unusable (%s); it will be rebuilt", self.disk.folder, exc)
+                self._stored_problem = f"stored index unusable: {exc}"
+                self._write_status({"state": "rebuilding", "message": self._stored_problem})
+                return False
+
+    def follow(self, reason: str) -> None:
+        """Serve the build `CURRENT` names if it is not the one served (another replica published
+        it); nothing is embedded. A build replaced while it was read is followed by the next one."""
+        with self._serve_lock:
+            for _ in range(3):
+                try:
+                    self._take_current(reason)
+                    return
+                except Exception as exc:
+                    problem = exc
+            log.error("cannot load the index build another replica published: %s", problem)
+
+    def _take_current(self, reason: str) -> bool:
+        """Swap in the build `CURRENT` names unless it is served already; whether one is served."""
+        name = self.disk.current()
+        if name is None or name == self.serving:
+            return name is not None
+        store = self.disk.load(self.embeddings, name)
+        self._swap(store, name)
         self._write_status(
-            {"state": "ready", "loaded_from_disk": True, "embedded_chunks": 0, **self._summary(store, [])}
+            {
+                "state": "ready",
+                "reason": reason,
+                "loaded_from_disk": True,
+                "embedded_chunks": 0,
+                **self._summary(store, []),
+            }
         )
-        log.info("loaded stored index: %d documents, %d chunks", len(store.documents), len(store.chunks))
+        log.info(
+            "loaded stored index: %d documents, %d chunks (%s; %s)",
+            len(store.documents), len(store.chunks), name, reason,
+        )  # fmt: skip
         return True
 
     def refresh(self, reason: str) -> dict[str, Any]:
@@ -256,19 +298,23 @@ class IndexManager:
                 return self._keep(f"{self.docs_file.name} lists no documents", [], started)
             failures: list[Failure] = []
             try:
-                documents, failures = self._load(entries)
-                if not documents:
-                    return self._keep("no document could be loaded", failures, started)
-                store, embedded = self._build(documents)
-                if not self._same_as_serving(store):
-                    self.disk.save(store)
+                with self.lease.held(self._check_stopping) as lock, self._serve_lock:
+                    self._take_published()
+                    documents, failures = self._load(entries)
+                    if not documents:
+                        return self._keep("no document could be loaded", failures, started)
+                    store, embedded = self._build(documents)
+                    name = self.serving
+                    if not self._same_as_serving(store):
+                        confirm(lock)
+                        name = self.disk.save(store).name
+                    self._swap(store, name)
             except BuildStopped:
                 log.info("index rebuild stopped: the server is shutting down")
                 return self.status
             except Exception as exc:
                 log.exception("index build failed")
                 return self._keep(f"build failed: {type(exc).__name__}: {exc}", failures, started)
-            self._swap(store)
             elapsed = time.perf_counter() - started
             metrics.INDEX_BUILDS.labels("ok").inc()
             metrics.INDEX_BUILD_SECONDS.set(elapsed)
@@ -304,6 +350,13 @@ class IndexManager:
     def stop(self) -> None:
         """Make a rebuild in progress give up at its next document or embedding batch."""
         self._stopping.set()
+
+    def _take_published(self) -> None:
+        """Start from the build another replica published, if any: its chunks are not embedded again."""
+        try:
+            self._take_current("published by another replica")
+        except Exception as exc:
+            log.warning("the published index build is unusable (%s); it will be replaced", exc)
 
     def _check_stopping(self) -> None:
         if self._stopping.is_set():
@@ -419,8 +472,8 @@ class IndexManager:
 
         return self.store is not None and identity(self.store) == identity(store)
 
-    def _swap(self, store: Store) -> None:
-        self.store = store
+    def _swap(self, store: Store, name: str | None) -> None:
+        self.store, self.serving = store, name
         metrics.INDEX_DOCUMENTS.set(len(store.documents))
         metrics.INDEX_CHUNKS.set(len(store.chunks))
 

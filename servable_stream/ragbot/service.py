@@ -69,6 +69,7 @@ class RagService:
             embeddings.key,
             settings.chunk_size,
             settings.chunk_overlap,
+            settings.index_lease_s,
         )
         context_tokens = settings.max_context_tokens or model_context_length(settings.llm_model_dir)
         chat_model = OpenVINOChatModel(engine=self.engine, max_new_tokens=settings.max_new_tokens)
@@ -89,10 +90,19 @@ class RagService:
             refresh_s=settings.refresh_s,
             revalidate_urls=fetcher.revalidate_urls,
         )
+        # Replicas sharing the index folder publish builds there: a new CURRENT is served at once.
+        self.published = DocsWatcher(
+            settings.index_dir / "CURRENT",
+            self.index.follow,
+            0.0,
+            settings.watch_poll_s,
+            settings.watch_events,
+        )
         stored = self.index.load_stored()
         if not stored:
             self.index.refresh("start")
         self.watcher.start(initial_reason="start: compare the stored index with docs.txt" if stored else None)
+        self.published.start(initial_reason="start: a build published during the start")
         self._stopping = False
         log.info(
             "ready in %.1f s: LLM %s on %s (context %d tokens), embeddings %s, %d chunks indexed",
@@ -157,4 +167,5 @@ class RagService:
         self._stopping = True
         self.index.stop()
         self.watcher.stop()
+        self.published.stop()
         self.engine.stop()

@@ -83,6 +83,7 @@ class Settings:
     max_num_batched_tokens: int
     docs_file: Path
     index_dir: Path
+    index_lease_s: float
     watch_debounce_s: float
     watch_poll_s: float
     watch_events: bool
@@ -167,6 +168,7 @@ class Settings:
             max_num_batched_tokens=number("MAX_NUM_BATCHED_TOKENS", 2048, 64, 1_000_000, int),
             docs_file=unresolved_path("DOCS_FILE", "docs.txt"),
             index_dir=path("RAG_INDEX_DIR", ".rag_index"),
+            index_lease_s=number("RAG_INDEX_LEASE_S", 30.0, 1.0, 3600.0, float),
             watch_debounce_s=number("DOCS_WATCH_DEBOUNCE_S", 0.5, 0.0, 600.0, float),
             watch_poll_s=number("DOCS_POLL_INTERVAL_S", 2.0, 0.0, 3600.0, float),
             watch_events=number("DOCS_WATCH_EVENTS", 1, 0, 1, int) == 1,

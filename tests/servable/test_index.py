@@ -5,6 +5,7 @@ Real OpenVINO embeddings (the default MiniLM folder)."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -248,3 +249,40 @@ def test_a_document_the_rules_refuse_is_dropped(base: Path, model, site):
     assert status["failures"] == [
         {"document": url, "reason": "unsupported content type 'application/octet-stream'"}
     ]
+
+
+def test_replicas_sharing_the_folder_embed_each_document_once(base: Path, model):
+    """Two managers on one folder (two replicas) refresh at the same time: the build lease makes one
+    embed and the other take up its build; after a change, only the changed document is embedded."""
+    replicas = [manager(base, model) for _ in range(2)]
+
+    def refresh_all(reason: str) -> list[dict]:
+        with ThreadPoolExecutor(len(replicas)) as pool:
+            return list(pool.map(lambda replica: replica[0].refresh(reason), replicas))
+
+    statuses = refresh_all("cold start")
+    assert sum(embeddings.texts for _, embeddings in replicas) == 3
+    assert sorted(status["embedded_chunks"] for status in statuses) == [0, 3]
+    assert {index.serving for index, _ in replicas} == {current_build(base / "index").name}
+
+    (base / "docs" / "bakery.txt").write_text("The Hallgrim bakery sells rye bread.", encoding="utf-8")
+    for _, embeddings in replicas:
+        embeddings.texts = 0
+    refresh_all("bakery changed")
+    assert sum(embeddings.texts for _, embeddings in replicas) == 1
+    for index, _ in replicas:
+        assert top_document(index, "Who sells rye bread?") == "docs/bakery.txt"
+        assert "rye" in index.search("Who sells rye bread?", 1)[0][0].page_content
+
+
+def test_a_replica_follows_the_build_another_published(base: Path, model):
+    builder, _ = manager(base, model)
+    follower, embeddings = manager(base, model)
+    builder.refresh("first")
+    follower.follow("published")
+    assert follower.serving == builder.serving and len(follower.store.chunks) == 3
+    (base / "docs" / "museum.md").write_text("# Museum\nThe whaling museum opens at noon.", encoding="utf-8")
+    builder.refresh("museum added")
+    follower.follow("published")
+    assert top_document(follower, "When does the museum open?") == "docs/museum.md"
+    assert embeddings.texts == 0 and follower.status["loaded_from_disk"] is True

@@ -69,6 +69,9 @@ class _Index:
     def retrieve(self, query: str, k: int, keyword_weight: float) -> list:
         return []
 
+    def follow(self, reason: str) -> None:
+        """No other replica publishes builds here."""
+
     def stop(self) -> None:
         pass
 

@@ -7,11 +7,14 @@ Every request is appended to $CLIENT_TEST_LOG_DIR/requests.jsonl; a generator cl
 A question containing "please fail" fails at once; "fail midway" fails after three words; "cite the
 sources" gets GROUNDED_ANSWER (word by word, then finish_reason "stop") and an end_signal with the
 grounding the real servable would send for it against the sources' "text".
-With CLIENT_TEST_FAIL_INITIALIZE set, initialize fails, so the graph is never ready.
+With CLIENT_TEST_FAIL_INITIALIZE set, initialize fails, so the graph is never ready. With
+CLIENT_TEST_DIE=before_text (or after_text), the server process kills itself with SIGKILL at its first
+answer, after `sources` (or after three words): a replica that dies.
 """
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -52,6 +55,7 @@ class OvmsPythonModel:
             raise RuntimeError("the test servable was asked not to start")
         self.log_dir = Path(os.environ["CLIENT_TEST_LOG_DIR"])
         self.delay = float(os.environ.get("CLIENT_TEST_DELAY_S", "0.05"))
+        self.die = os.environ.get("CLIENT_TEST_DIE", "")
 
     def log(self, file_name: str, record: dict) -> None:
         with open(self.log_dir / file_name, "a", encoding="utf-8") as file:
@@ -99,6 +103,9 @@ class OvmsPythonModel:
             yield text_tensor("sources", json.dumps(sources))
             first_token_at = None
             for index, piece in enumerate(pieces):
+                if (self.die, index) in (("before_text", 0), ("after_text", 3)):
+                    time.sleep(self.delay)  # what was yielded reaches the client first
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if "fail midway" in question and index == 3:
                     raise RuntimeError("the test servable failed in the middle of the answer")
                 time.sleep(self.delay)

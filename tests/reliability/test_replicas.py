@@ -1,0 +1,272 @@
+"""Replicas: three real local servers on one servable copy (one docs.txt, one index folder), the tiny
+random-weight LLM and the real embedding model (every other replica without file events, noticing
+changes by polling as across NFS clients), and the client balancing over them with gRPC's
+round_robin. Each replica's embedded texts are read from its own /metrics: a cold start and a
+docs.txt change embed each chunk once among all replicas; 16 conversations spread over the replicas;
+a replica SIGKILLed under load loses no question that had not started streaming; a replica SIGKILLed
+while it builds leaves the published index whole and another completes the build once the lease
+expires; a replica started later loads the shared index without embedding. The tests run in order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from client.ovms_client import EndSignal, GenerationSettings, OvmsClient, Sources, StreamError, TextPiece
+from tests.conftest import LIVENESS_S, OvmsServer, start_ovms_server, wait_until
+from tests.reliability.conftest import DEFAULT_DOCS, make_servable_copy, write_artifact
+from tests.servable.rag import ServableCopy, metrics
+
+pytestmark = pytest.mark.slow
+
+EMBEDDED = 'rag_embedded_texts_total{kind="documents"}'
+REPLICAS = 3
+CONVERSATIONS = 16
+# Short enough that the lease of a killed builder expires within a test (plus flufl.lock's 10 s).
+LEASE_S = 2.0
+BULK_FILES, BULK_CHARS = 60, 5000
+# Sequences one replica generates at once: the questions beyond wait in its pipeline, with no text yet.
+RUNNING = 2
+
+
+@dataclass
+class Replicas:
+    """The module's servable copy and the servers running on it."""
+
+    copy: ServableCopy
+    log_dir: Path
+    servers: list[OvmsServer] = field(default_factory=list)
+
+    def start(self, count: int) -> list[OvmsServer]:
+        """Start `count` servers at once (each waits until it is ready). Every other one gets no file
+        events, as a replica on another NFS client: it notices changes by polling."""
+
+        def one(number: int) -> OvmsServer:
+            events = "0" if (len(self.servers) + number) % 2 else "1"
+            env = {**self.copy.env, "DOCS_WATCH_EVENTS": events}
+            return start_ovms_server(self.copy.config, self.log_dir, env)
+
+        with ThreadPoolExecutor(count) as pool:
+            started = list(pool.map(one, range(count)))
+        self.servers.extend(started)
+        return started
+
+    def alive(self) -> list[OvmsServer]:
+        return [server for server in self.servers if server.process.poll() is None]
+
+    def client(self) -> OvmsClient:
+        client = OvmsClient(",".join(server.grpc_url for server in self.alive()))
+        wait_until(lambda: client.status().model_ready, "the replicas are ready through the client")
+        return client
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory, tiny_ir: Path) -> Iterator[Replicas]:
+    env = {
+        "LLM_MODEL_DIR": str(tiny_ir),
+        "RAG_INDEX_LEASE_S": str(LEASE_S),
+        "MAX_NEW_TOKENS": "32",
+        "MAX_NUM_SEQS": str(RUNNING),
+    }
+    copy = make_servable_copy(tmp_path_factory.mktemp("replicas") / "servable_stream", DEFAULT_DOCS, env)
+    group = Replicas(copy, tmp_path_factory.mktemp("replica-logs"))
+    yield group
+    for server in group.servers:
+        server.stop()
+
+
+def embedded(server: OvmsServer) -> float:
+    return metrics(server).get(EMBEDDED, 0.0)
+
+
+def serving(servers: list[OvmsServer], documents: int) -> bool:
+    """Whether every server serves an index of `documents` documents."""
+    return all(metrics(server).get("rag_index_documents") == documents for server in servers)
+
+
+def build_is_whole(copy: ServableCopy) -> str:
+    """The name of the build CURRENT names, after checking its files against its manifest."""
+    build = copy.current_build()
+    manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((build / name).read_bytes()).hexdigest() == digest, f"{build.name}/{name}"
+    return build.name
+
+
+def test_a_cold_start_of_three_replicas_embeds_the_first_index_once(replicas):
+    servers = replicas.start(REPLICAS)
+    chunks = metrics(servers[0])["rag_index_chunks"]
+    counts = [embedded(server) for server in servers]
+    print(f"cold start of {REPLICAS} replicas: embedded texts per replica {counts}; {chunks:.0f} chunks")
+    assert chunks > 0 and sum(counts) == chunks and sorted(counts)[:-1] == [0.0] * (REPLICAS - 1), counts
+    assert all(metrics(server)["rag_index_chunks"] == chunks for server in servers)
+    build_is_whole(replicas.copy)
+
+
+def test_a_docs_change_is_embedded_once_and_served_by_every_replica(replicas):
+    servers = replicas.alive()
+    copy = replicas.copy
+    documents = metrics(servers[0])["rag_index_documents"]
+    before = [embedded(server) for server in servers]
+    (copy.base / "pier.txt").write_text("The Vestby pier opened on 3 May 2024.", encoding="utf-8")
+    changed = time.monotonic()
+    copy.write_docs([*DEFAULT_DOCS, "pier.txt"])
+    wait_until(lambda: serving(servers, documents + 1), "every replica serves the new document")
+    served_s = time.monotonic() - changed
+    counts = [embedded(server) - old for server, old in zip(servers, before, strict=True)]
+    print(f"docs.txt change: served by all {len(servers)} replicas after {served_s:.2f} s; embedded {counts}")
+    write_artifact("replicas_docs_change", {"served_by_all_s": round(served_s, 2), "embedded": counts})
+    assert sum(counts) == 1, counts
+
+
+@dataclass
+class Conversation:
+    """One conversation of two questions; what happened to each."""
+
+    events: list[list[object]] = field(default_factory=list)
+    retried: int = 0
+
+    def run(self, client: OvmsClient, number: int, max_new_tokens: int) -> None:
+        messages = []
+        for question in (f"Who founded Lumenfold Robotics? ({number})", "And when was that?"):
+            messages.append({"role": "user", "content": question})
+            stream = client.ask(messages, GenerationSettings(max_new_tokens=max_new_tokens))
+            events = list(stream)
+            self.events.append(events)
+            self.retried += stream.attempts - 1
+            text = "".join(e.text for e in events if isinstance(e, TextPiece))
+            if not isinstance(events[-1], EndSignal):
+                return
+            messages.append({"role": "assistant", "content": text or "-"})
+
+
+def run_conversations(client: OvmsClient, max_new_tokens: int, during=None) -> list[Conversation]:
+    conversations = [Conversation() for _ in range(CONVERSATIONS)]
+    threads = [
+        threading.Thread(target=c.run, args=(client, n, max_new_tokens)) for n, c in enumerate(conversations)
+    ]
+    for thread in threads:
+        thread.start()
+    if during is not None:
+        during()
+    for thread in threads:
+        thread.join(LIVENESS_S * 2)
+        assert not thread.is_alive(), "a conversation did not end"
+    return conversations
+
+
+def requests_done(server: OvmsServer) -> float:
+    return sum(v for k, v in metrics(server).items() if k.startswith("rag_llm_requests_total"))
+
+
+def test_sixteen_conversations_spread_over_the_replicas(replicas):
+    servers = replicas.alive()
+    client = replicas.client()
+    before = [requests_done(server) for server in servers]
+    conversations = run_conversations(client, max_new_tokens=16)
+    answered = [events for c in conversations for events in c.events]
+    spread = [requests_done(server) - old for server, old in zip(servers, before, strict=True)]
+    print(f"{CONVERSATIONS} conversations, {len(answered)} questions; per replica {spread}")
+    assert len(answered) == 2 * CONVERSATIONS
+    assert all(isinstance(events[-1], EndSignal) and events[-1].problem is None for events in answered)
+    assert all(any(isinstance(e, Sources) for e in events) for events in answered)
+    assert sum(spread) == len(answered) and all(count > 0 for count in spread), spread
+
+
+def test_a_replica_killed_under_load_loses_no_question_that_had_not_started(replicas):
+    servers = replicas.alive()
+    client = replicas.client()
+    victims: list[OvmsServer] = []
+
+    def kill_when_busy() -> None:
+        # The first replica seen with questions waiting in its pipeline is killed: they have shown
+        # nothing and must be asked again.
+        def busy() -> bool:
+            victims.extend(s for s in servers if metrics(s).get("rag_llm_active_requests", 0) > RUNNING)
+            return bool(victims)
+
+        wait_until(busy, "questions wait on a replica")
+        victims[0].process.send_signal(signal.SIGKILL)
+        victims[0].process.wait(LIVENESS_S)
+
+    conversations = run_conversations(client, max_new_tokens=96, during=kill_when_busy)
+    answered = [events for c in conversations for events in c.events]
+    lost_before_text = [
+        events
+        for events in answered
+        if isinstance(events[-1], StreamError) and not any(isinstance(e, TextPiece) for e in events)
+    ]
+    retried = sum(c.retried for c in conversations)
+    broken_after_text = [
+        events[-1].message
+        for events in answered
+        if isinstance(events[-1], StreamError) and any(isinstance(e, TextPiece) for e in events)
+    ]
+    print(
+        f"SIGKILL under load: {len(answered)} questions, {len(broken_after_text)} broken after text "
+        f"({set(broken_after_text)}), {retried} asked again, {len(lost_before_text)} lost before text"
+    )
+    assert lost_before_text == [] and retried > 0
+    assert all("lost during the answer" in message for message in broken_after_text)
+    assert all(isinstance(events[-1], EndSignal | StreamError) for events in answered)
+    after = run_conversations(client, max_new_tokens=8)
+    assert all(isinstance(events[-1], EndSignal) for c in after for events in c.events), "the dead is skipped"
+
+
+def lock_holder(copy: ServableCopy) -> int | None:
+    """The pid that holds the index folder's build lease (flufl.lock writes host|pid in the lock file)."""
+    try:
+        return int((copy.index_dir / "build.lock").read_text().strip().split("|")[-2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_a_builder_killed_mid_build_leaves_a_whole_index_and_another_completes_it(replicas):
+    copy = replicas.copy
+    servers = replicas.alive()
+    if len(servers) < 2:
+        servers += replicas.start(2 - len(servers))
+    build = build_is_whole(copy)
+    documents = metrics(servers[0])["rag_index_documents"]
+    bulk = copy.base / "bulk"
+    bulk.mkdir()
+    for number in range(BULK_FILES):
+        words = " ".join(
+            f"quay{number}-{i} berth {i % 13} crane {i * number % 97}." for i in range(BULK_CHARS // 30)
+        )
+        (bulk / f"note-{number:03d}.txt").write_text(words, encoding="utf-8")
+    before = [embedded(server) for server in servers]
+    copy.write_docs([*DEFAULT_DOCS, "pier.txt", "bulk/"])
+    pids = {server.process.pid: server for server in servers}
+    wait_until(lambda: lock_holder(copy) in pids, "a replica holds the build lease")
+    builder = pids[lock_holder(copy)]
+    wait_until(lambda: embedded(builder) > before[servers.index(builder)], "the builder embeds")
+    builder.process.send_signal(signal.SIGKILL)
+    builder.process.wait(LIVENESS_S)
+    killed = time.monotonic()
+    assert build_is_whole(copy) == build, "the build finished before the kill: make bulk/ bigger"
+    survivors = [server for server in servers if server is not builder]
+    wait_until(lambda: serving(survivors, documents + BULK_FILES), "a survivor completes the build")
+    completed_s = time.monotonic() - killed
+    counts = [embedded(server) - before[servers.index(server)] for server in survivors]
+    print(f"builder SIGKILLed: the build completed {completed_s:.1f} s later; survivors embedded {counts}")
+    assert build_is_whole(copy) != build
+    assert sorted(counts)[:-1] == [0.0] * (len(survivors) - 1) and max(counts) > 0, counts
+
+
+def test_a_replica_started_later_loads_the_shared_index_without_embedding(replicas):
+    chunks = metrics(replicas.alive()[0])["rag_index_chunks"]
+    (late,) = replicas.start(1)
+    assert metrics(late)["rag_index_chunks"] == chunks
+    assert "loaded stored index" in late.log_text()
+    wait_until(lambda: "start: compare" in late.log_text(), "the late replica compared docs.txt")
+    assert embedded(late) == 0.0
