@@ -1,5 +1,5 @@
 """METRICS_PORT: the servable serves its own Prometheus metrics, for real OVMS, whose /metrics holds only
-the server's (README, Scale out: the autoscaler reads rag_llm_active_requests there)."""
+the server's (deploy/kubernetes/README.md: the autoscaler reads rag_llm_active_requests there)."""
 
 from __future__ import annotations
 
