@@ -147,10 +147,11 @@ class RagChain:
         users = [m["content"] for m in request.messages if m["role"] == "user"]
         need = answer_kind.need(request.question)
         about = answer_kind.subject(request.question, users[-2] if len(users) > 1 else "")
-        by_document: dict[str, str] = {}
+        by_document: dict[str, str] = {}  # what is known of each document: its title, its chunks found
         for chunk in chunks:
             document = chunk.metadata.get("document", "")
-            by_document[document] = by_document.get(document, "") + "\n" + chunk.page_content
+            known = by_document.get(document, chunk.metadata.get("title", ""))
+            by_document[document] = f"{known}\n{chunk.page_content}"
         return [
             p
             for p in ranked

@@ -59,7 +59,7 @@ def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
 
     found = tables["Targets (issue 8)"]
     assert found[0] == ["Target", "Measured", "Goal", "Result"]
-    assert len(found) == 1 + 11
+    assert len(found) == 1 + 12
     for row in found[1:]:
         assert row[3] in ("PASS", "MISS") and row[1] != "n/a", row
 
