@@ -61,6 +61,19 @@ class AnswerSettings:
 
 
 @dataclass(frozen=True)
+class PromptLookup:
+    """Prompt-lookup decoding (GenAI's `prompt_lookup`): each step proposes up to `assistant_tokens`
+    tokens that follow the last `max_ngram_size` tokens where they occur in the prompt, and the model
+    verifies them in the same step. GenAI verifies all `assistant_tokens` slots of every sequence
+    each step, matched or not, so while `busy_sequences` or more run (compute-bound), a new request
+    gets one (the fewest GenAI allows)."""
+
+    assistant_tokens: int = 3
+    max_ngram_size: int = 3
+    busy_sequences: int = 4
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the servable can be configured with; see docs in README (Environment)."""
 
@@ -80,6 +93,7 @@ class Settings:
     kv_cache_gb: int
     max_num_seqs: int
     max_num_batched_tokens: int
+    prompt_lookup: PromptLookup | None  # None: off
     docs_file: Path
     index_dir: Path
     watch_debounce_s: float
@@ -161,6 +175,7 @@ class Settings:
             kv_cache_gb=number("KV_CACHE_SIZE_GB", 1, 1, 1024, int),
             max_num_seqs=number("MAX_NUM_SEQS", 64, 1, 4096, int),
             max_num_batched_tokens=number("MAX_NUM_BATCHED_TOKENS", 2048, 64, 1_000_000, int),
+            prompt_lookup=cls._prompt_lookup(number),
             docs_file=unresolved_path("DOCS_FILE", "docs.txt"),
             index_dir=path("RAG_INDEX_DIR", ".rag_index"),
             watch_debounce_s=number("DOCS_WATCH_DEBOUNCE_S", 0.5, 0.0, 600.0, float),
@@ -171,6 +186,18 @@ class Settings:
             fetch_max_redirects=number("FETCH_MAX_REDIRECTS", 5, 0, 50, int),
             allowed_roots=tuple(roots),
             answer=answer,
+        )
+
+    @staticmethod
+    def _prompt_lookup(number) -> PromptLookup | None:
+        """PROMPT_LOOKUP (1/0) and its sizes; GenAI needs at least one assistant token and n-gram."""
+        base = PromptLookup()
+        if number("PROMPT_LOOKUP", 1, 0, 1, int) == 0:
+            return None
+        return PromptLookup(
+            assistant_tokens=number("NUM_ASSISTANT_TOKENS", base.assistant_tokens, 1, 64, int),
+            max_ngram_size=number("MAX_NGRAM_SIZE", base.max_ngram_size, 1, 64, int),
+            busy_sequences=number("PROMPT_LOOKUP_BUSY_SEQS", base.busy_sequences, 1, 4096, int),
         )
 
     @staticmethod
