@@ -44,8 +44,9 @@ def chat_request(question: str, use_rag: bool, max_new_tokens: int) -> dict:
 class ServerBench:
     """The server on a temporary servable copy; a context manager that stops it and removes the copy."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.env = env or {}  # the servable's settings beside the benchmark's own
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-servable-")
         self.root = Path(self._tmp.name)
         self.status_file = self.root / INDEX_FOLDER / "status.json"
@@ -72,6 +73,7 @@ class ServerBench:
         # The benchmark times generation with and without retrieved context, on the same open-ended
         # prompts as GenAI: the model writes freely, and no prompt is turned away by the answer gate.
         env |= {"ANSWER_MODE": "generate", "RELEVANCE_THRESHOLD": "0", "REQUIRE_QUESTION_NAMES": "0"}
+        env |= self.env
         (self.root / DOCS_FOLDER).mkdir()
         self.write_documents(range(self.settings.documents))
         self.write_docs_txt()
@@ -86,10 +88,16 @@ class ServerBench:
 
     # part 1 --------------------------------------------------------------------------------------
     def generation(
-        self, streams: int, rounds: int, prompts: tuple[str, ...], use_rag: bool = False
+        self,
+        streams: int,
+        rounds: int,
+        prompts: tuple[str, ...],
+        use_rag: bool = False,
+        keep_text: bool = False,
     ) -> GenerationResult:
-        """`streams` concurrent users, each with its own client, asking `prompts` for `rounds` rounds."""
-        clients = [StreamClient(self.server.grpc_url) for _ in range(streams)]
+        """`streams` concurrent users, each with its own client, asking `prompts` for `rounds` rounds;
+        with `keep_text` each timing's `extra` also holds the question and the answer's text."""
+        clients = [StreamClient(self.server.grpc_url, keep_text) for _ in range(streams)]
         tokens = self.settings.max_new_tokens
         self.server.memory.reset()
         try:

@@ -22,6 +22,7 @@ PARTS = {
     "reload": "6. live reload of docs.txt",
     "memory": "7. peak RSS of the server",
     "layers": "8. one stream's decode rate layer by layer (pipeline, engine, chat model, server)",
+    "lookup": "9. prompt lookup on RAG answers: the servable and GenAI LLMPipeline, without and with",
 }
 # Parts that need the local server and the servable.
 SERVER_PARTS = frozenset({"servable", "reindex", "reload", "memory"})
