@@ -260,14 +260,12 @@ class Engine:
         return config
 
     def _model_config(self) -> ov_genai.GenerationConfig:
-        """The model's generation config, with prompt lookup's sizes when it is on: the assistant
-        tokens fall to one while PromptLookup.busy_sequences or more requests run."""
+        """The model's generation config, with prompt lookup's sizes when it is on (`submit` may
+        lower the assistant tokens)."""
         config = self.pipeline.get_config()
-        lookup = self.prompt_lookup
-        if lookup:
-            busy = len(self._active) >= lookup.busy_sequences
-            config.num_assistant_tokens = 1 if busy else lookup.assistant_tokens
-            config.max_ngram_size = lookup.max_ngram_size
+        if self.prompt_lookup:
+            config.num_assistant_tokens = self.prompt_lookup.assistant_tokens
+            config.max_ngram_size = self.prompt_lookup.max_ngram_size
         return config
 
     def encode(self, prompt: str):
@@ -289,17 +287,18 @@ class Engine:
     def submit(
         self, input_ids, config: ov_genai.GenerationConfig, arrival: Arrival | None = None
     ) -> Generation:
-        """Queue a request; the stepping thread picks it up at its next step."""
-        generation = Generation(
-            self,
-            next(self._ids),
-            int(input_ids.get_shape()[-1]),
-            config.num_assistant_tokens if self.prompt_lookup else 0,
-        )
+        """Queue a request; the stepping thread picks it up at its next step. With prompt lookup, a
+        request that comes while PromptLookup.busy_sequences or more run gets one assistant token
+        (GenAI keeps a request's count to its end)."""
+        generation = Generation(self, next(self._ids), int(input_ids.get_shape()[-1]))
         try:
             with self._cond:
                 if self._stopping:
                     raise RuntimeError("the server is shutting down; no new generations")
+                if self.prompt_lookup:
+                    if len(self._active) >= self.prompt_lookup.busy_sequences:
+                        config.num_assistant_tokens = 1
+                    generation.assistant_tokens = config.num_assistant_tokens
                 generation.handle = self.pipeline.add_request(generation.request_id, input_ids, config)
                 self._active[generation.request_id] = generation
                 metrics.ACTIVE_REQUESTS.inc()

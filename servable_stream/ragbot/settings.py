@@ -192,7 +192,7 @@ class Settings:
     def _prompt_lookup(number) -> PromptLookup | None:
         """PROMPT_LOOKUP (1/0) and its sizes; GenAI needs at least one assistant token and n-gram."""
         base = PromptLookup()
-        if number("PROMPT_LOOKUP", 1, 0, 1, int) == 0:
+        if number("PROMPT_LOOKUP", 0, 0, 1, int) == 0:
             return None
         return PromptLookup(
             assistant_tokens=number("NUM_ASSISTANT_TOKENS", base.assistant_tokens, 1, 64, int),

@@ -56,6 +56,7 @@ def server(copy, ovms_server_module, site):
         "DOCS_POLL_INTERVAL_S": "1",
         "FETCH_TIMEOUT_S": "1",
         "RELEVANCE_THRESHOLD": "0.3",
+        "PROMPT_LOOKUP": "1",
     }
     return ovms_server_module(copy.config, env=env)
 
@@ -70,8 +71,8 @@ def test_plain_question_streams_sources_pieces_and_end_signal(server):
     assert 1 <= answer.end["generated_tokens"] <= MAX_NEW
     assert answer.end["prompt_tokens"] > 0 and answer.end["ttft_ms"] > 0 and answer.end["retrieval_ms"] > 0
     assert set(answer.end) == set(END_FIELDS)
-    # Prompt lookup is on by default: each step after the first verified `assistant_tokens` proposals
-    # and gave the accepted ones and one more; /metrics adds them up.
+    # Prompt lookup (on here): each step after the first verified `assistant_tokens` proposals and
+    # gave the accepted ones and one more; /metrics adds them up.
     lookup = answer.end["lookup"]
     steps = lookup["proposed_tokens"] // lookup["assistant_tokens"]
     assert answer.end["generated_tokens"] == 1 + steps + lookup["accepted_tokens"]

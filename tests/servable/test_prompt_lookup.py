@@ -71,20 +71,22 @@ def test_greedy_answers_are_the_same_with_prompt_lookup(plain_answers, lookup_en
     assert counted("proposed") - proposed_before == sum(c["proposed_tokens"] for c in counts)
 
 
-def test_a_busy_engine_proposes_one_token(lookup_engine, monkeypatch):
+def test_a_request_that_comes_while_the_engine_is_busy_gets_one_assistant_token(lookup_engine, monkeypatch):
     monkeypatch.setattr(lookup_engine, "prompt_lookup", PromptLookup(busy_sequences=1))
-    lookup_engine._active[-1] = None  # one request running
+    config = lookup_engine.generation_config(900, 0.0, 1.0, None, True)  # runs past the second
+    first = lookup_engine.submit(lookup_engine.encode(PROMPTS[0]), config)
     try:
-        config = lookup_engine.generation_config(8, 0.0, 1.0, None, True)
+        second = greedy(lookup_engine, PROMPTS[1])  # while the first runs
     finally:
-        del lookup_engine._active[-1]
-    assert (config.num_assistant_tokens, config.max_ngram_size) == (1, PromptLookup().max_ngram_size)
-    assert lookup_engine.generation_config(8, 0.0, 1.0, None, True).num_assistant_tokens == 3
+        first.cancel()
+    assert (first.assistant_tokens, second.assistant_tokens) == (3, 1)
+    assert second.lookup()["proposed_tokens"] == second.decode_steps
 
 
 def test_prompt_lookup_is_set_in_the_environment(tiny_ir):
-    assert Settings.from_env(tiny_ir, {"PROMPT_LOOKUP": "0"}).prompt_lookup is None
-    on = Settings.from_env(tiny_ir, {"NUM_ASSISTANT_TOKENS": "5", "MAX_NGRAM_SIZE": "2"}).prompt_lookup
+    assert Settings.from_env(tiny_ir, {}).prompt_lookup is None  # off by default (bench/NOTES.md)
+    env = {"PROMPT_LOOKUP": "1", "NUM_ASSISTANT_TOKENS": "5", "MAX_NGRAM_SIZE": "2"}
+    on = Settings.from_env(tiny_ir, env).prompt_lookup
     assert (on.assistant_tokens, on.max_ngram_size) == (5, 2)
     with pytest.raises(ValueError, match="NUM_ASSISTANT_TOKENS must be between 1 and 64, got 0"):
-        Settings.from_env(tiny_ir, {"NUM_ASSISTANT_TOKENS": "0"})
+        Settings.from_env(tiny_ir, {"PROMPT_LOOKUP": "1", "NUM_ASSISTANT_TOKENS": "0"})
