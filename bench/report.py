@@ -350,15 +350,15 @@ def cpu_table(o: Outcome) -> Table:
 
 def tables(outcome: Outcome) -> tuple[list[Table], list[Target]]:
     found = targets(outcome)
-    lookup = []
+    lookup, lookup_found = [], []
     if outcome.lookup is not None:
         from bench import lookup as part9
 
-        lookup = part9.tables(outcome.lookup, outcome.settings.streams)
+        lookup, lookup_found = part9.tables(outcome.lookup, outcome.settings.streams)
     return [
         generation_table(outcome), target_table(found), cpu_table(outcome), other_table(outcome),
         layer_table(outcome), *lookup,
-    ], found  # fmt: skip
+    ], found + lookup_found  # fmt: skip
 
 
 def print_tables(all_tables: list[Table], console: Console) -> None:

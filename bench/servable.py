@@ -30,12 +30,13 @@ RELOAD_TIMEOUT_S = 120
 MB = 2**20
 
 
-def chat_request(question: str, use_rag: bool, max_new_tokens: int) -> dict:
-    """The servable's JSON request: greedy, exactly `max_new_tokens` tokens."""
+def chat_request(question: str, use_rag: bool, max_new_tokens: int, ignore_eos: bool = True) -> dict:
+    """The servable's JSON request: greedy, exactly `max_new_tokens` tokens (at most, without
+    `ignore_eos`)."""
     return {
         "messages": [{"role": "user", "content": question}],
         "max_new_tokens": max_new_tokens,
-        "ignore_eos": True,
+        "ignore_eos": ignore_eos,
         "temperature": 0,
         "use_rag": use_rag,
     }
@@ -94,6 +95,7 @@ class ServerBench:
         prompts: tuple[str, ...],
         use_rag: bool = False,
         keep_text: bool = False,
+        ignore_eos: bool = True,
     ) -> GenerationResult:
         """`streams` concurrent users, each with its own client, asking `prompts` for `rounds` rounds;
         with `keep_text` each timing's `extra` also holds the question and the answer's text."""
@@ -103,7 +105,10 @@ class ServerBench:
         try:
             with CpuMeter(self.server.process.pid) as cpu:
                 requests = run_streams(
-                    streams, rounds, prompts, lambda i, q: clients[i].ask(chat_request(q, use_rag, tokens))
+                    streams,
+                    rounds,
+                    prompts,
+                    lambda i, q: clients[i].ask(chat_request(q, use_rag, tokens, ignore_eos)),
                 )
         finally:
             for client in clients:

@@ -175,7 +175,7 @@ class Settings:
             kv_cache_gb=number("KV_CACHE_SIZE_GB", 1, 1, 1024, int),
             max_num_seqs=number("MAX_NUM_SEQS", 64, 1, 4096, int),
             max_num_batched_tokens=number("MAX_NUM_BATCHED_TOKENS", 2048, 64, 1_000_000, int),
-            prompt_lookup=cls._prompt_lookup(number),
+            prompt_lookup=cls._prompt_lookup(number, answer.mode),
             docs_file=unresolved_path("DOCS_FILE", "docs.txt"),
             index_dir=path("RAG_INDEX_DIR", ".rag_index"),
             watch_debounce_s=number("DOCS_WATCH_DEBOUNCE_S", 0.5, 0.0, 600.0, float),
@@ -189,10 +189,11 @@ class Settings:
         )
 
     @staticmethod
-    def _prompt_lookup(number) -> PromptLookup | None:
-        """PROMPT_LOOKUP (1/0) and its sizes; GenAI needs at least one assistant token and n-gram."""
+    def _prompt_lookup(number, mode: str) -> PromptLookup | None:
+        """PROMPT_LOOKUP (1/0; by default on in extract mode, whose answers are copied passages, off in
+        generate mode: bench/NOTES.md) and its sizes; GenAI needs at least one of each."""
         base = PromptLookup()
-        if number("PROMPT_LOOKUP", 0, 0, 1, int) == 0:
+        if number("PROMPT_LOOKUP", int(mode == "extract"), 0, 1, int) == 0:
             return None
         return PromptLookup(
             assistant_tokens=number("NUM_ASSISTANT_TOKENS", base.assistant_tokens, 1, 64, int),

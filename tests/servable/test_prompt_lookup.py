@@ -84,7 +84,10 @@ def test_a_request_that_comes_while_the_engine_is_busy_gets_one_assistant_token(
 
 
 def test_prompt_lookup_is_set_in_the_environment(tiny_ir):
-    assert Settings.from_env(tiny_ir, {}).prompt_lookup is None  # off by default (bench/NOTES.md)
+    # By default on in extract mode (SmolLM2's, in models.json), off in generate mode: bench/NOTES.md.
+    assert Settings.from_env(tiny_ir, {}).prompt_lookup == PromptLookup()
+    assert Settings.from_env(tiny_ir, {"ANSWER_MODE": "generate"}).prompt_lookup is None
+    assert Settings.from_env(tiny_ir, {"ANSWER_MODE": "extract", "PROMPT_LOOKUP": "0"}).prompt_lookup is None
     env = {"PROMPT_LOOKUP": "1", "NUM_ASSISTANT_TOKENS": "5", "MAX_NGRAM_SIZE": "2"}
     on = Settings.from_env(tiny_ir, env).prompt_lookup
     assert (on.assistant_tokens, on.max_ngram_size) == (5, 2)
