@@ -30,18 +30,23 @@ def _tables(markdown: str) -> dict[str, list[list[str]]]:
     return tables
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
+def quick_run(out: Path, *flags: str) -> tuple[str, str]:
+    """`scripts/benchmark.py --quick` with `flags`, writing to `out`: its printed text and results.md."""
     require_models()
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--skip", "lookup", "--out", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--quick", *flags, "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=840,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert "Targets (issue 8)" in run.stdout  # the printed (rich) table
+    return run.stdout, (out / "results.md").read_text(encoding="utf-8")
 
-    markdown = (tmp_path / "results.md").read_text(encoding="utf-8")
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
+    printed, markdown = quick_run(tmp_path, "--skip", "lookup")
+    assert "Targets (issue 8)" in printed  # the printed (rich) table
+
     assert "scripts/benchmark.py --quick --skip lookup --out" in markdown  # the command that made it
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tables = _tables(markdown)
@@ -95,13 +100,7 @@ def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_prompt_lookup_part_runs_alone_and_fills_its_rows(tmp_path: Path) -> None:
-    require_models()
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--only", "lookup", "--out", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=840,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    markdown = (tmp_path / "results.md").read_text(encoding="utf-8")
+    markdown = quick_run(tmp_path, "--only", "lookup")[1]
     tables = _tables(markdown)
     assert tables["Generation (client-side timings)"][1][2] == "skipped"  # only part 9 ran
     rows = tables["Prompt-lookup decoding on RAG answers (part 9)"]
