@@ -58,6 +58,7 @@ def parse_args(argv: list[str]) -> Settings:
     parser.add_argument("--streams", type=_streams, help="concurrent streams, e.g. 1,4,16 (default 1,4,16)")
     parser.add_argument("--max-new-tokens", type=int, help="tokens generated per request (default 128)")
     parser.add_argument("--skip", type=_skip, default=frozenset(), help="comma-separated parts to skip")
+    parser.add_argument("--only", type=_skip, help="comma-separated parts to run (the others are skipped)")
     parser.add_argument(
         "--out", type=Path, default=defaults.out, help="folder for results.md and results.png"
     )
@@ -71,7 +72,13 @@ def parse_args(argv: list[str]) -> Settings:
     for flag, path in (("--llm", args.llm), ("--embedding", args.embedding)):
         if not path.exists():
             parser.error(f"{flag}: no model at {path} (make the default models with `make models`)")
-    overrides = {"skip": args.skip, "out": args.out, "llm_dir": args.llm, "embedding_dir": args.embedding}
+    skip = args.skip | (PARTS.keys() - args.only if args.only else frozenset())
+    overrides = {
+        "skip": frozenset(skip),
+        "out": args.out,
+        "llm_dir": args.llm,
+        "embedding_dir": args.embedding,
+    }
     if args.streams:
         overrides["streams"] = args.streams
     if args.max_new_tokens:
@@ -254,6 +261,13 @@ def run(settings: Settings, command: str) -> report.Outcome:
             _attempt(outcome, {"reload"}, "6. live reload", add_values, *reload_args)
             edit_args = (bench.edit_reload, values.get("ov_chunks_per_s"))
             _attempt(outcome, {"edit"}, "6b. live reload of an edited file", add_values, *edit_args)
+    if settings.runs("lookup"):
+        from bench import lookup
+
+        def attempt(label: str, step: Callable[..., object], *args: object) -> bool:
+            return _attempt(outcome, {"lookup"}, label, step, *args)
+
+        outcome.lookup = lookup.measure(settings, attempt)
     outcome.context["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return outcome
 

@@ -43,7 +43,7 @@ def record_outputs(handle: ov_genai.GenerationHandle, timing: RequestTiming, sta
                 timing.tokens += len(output.generated_ids)
 
 
-class _TokenClock(ov_genai.StreamerBase):
+class TokenClock(ov_genai.StreamerBase):
     """Streamer that records when each generated token comes out of the pipeline."""
 
     def __init__(self, timing: RequestTiming) -> None:
@@ -134,7 +134,7 @@ class GenAI:
     def _plain(self, pipeline: ov_genai.LLMPipeline, question: str, context: str = "") -> RequestTiming:
         prompt = chat_prompt(self.tokenizer, question, context)
         timing = self._timing(prompt)
-        pipeline.generate(prompt, self.config, _TokenClock(timing))
+        pipeline.generate(prompt, self.config, TokenClock(timing))
         timing.end = timing.end or now()
         return timing
 

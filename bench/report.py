@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
@@ -70,6 +71,7 @@ class Outcome:
     command: str
     generation: list[GenerationResult] = field(default_factory=list)
     layers: list[GenerationResult] = field(default_factory=list)  # part 8, one stream
+    lookup: Any = None  # part 10's bench.lookup.LookupOutcome, when it ran
     values: dict[str, float] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)  # part -> "skipped" or "error: ..."
     context: dict[str, str] = field(default_factory=dict)  # when, machine, models, load average
@@ -376,10 +378,15 @@ def cpu_table(o: Outcome) -> Table:
 
 def tables(outcome: Outcome) -> tuple[list[Table], list[Target]]:
     found = targets(outcome)
+    lookup, lookup_found = [], []
+    if outcome.lookup is not None:
+        from bench import lookup as part9
+
+        lookup, lookup_found = part9.tables(outcome.lookup, outcome.settings.streams)
     return [
         generation_table(outcome), target_table(found), cpu_table(outcome), other_table(outcome),
-        layer_table(outcome),
-    ], found  # fmt: skip
+        layer_table(outcome), *lookup,
+    ], found + lookup_found  # fmt: skip
 
 
 def print_tables(all_tables: list[Table], console: Console) -> None:

@@ -34,12 +34,13 @@ RELOAD_TIMEOUT_S = 120
 MB = 2**20
 
 
-def chat_request(question: str, use_rag: bool, max_new_tokens: int) -> dict:
-    """The servable's JSON request: greedy, exactly `max_new_tokens` tokens."""
+def chat_request(question: str, use_rag: bool, max_new_tokens: int, ignore_eos: bool = True) -> dict:
+    """The servable's JSON request: greedy, exactly `max_new_tokens` tokens (at most, without
+    `ignore_eos`)."""
     return {
         "messages": [{"role": "user", "content": question}],
         "max_new_tokens": max_new_tokens,
-        "ignore_eos": True,
+        "ignore_eos": ignore_eos,
         "temperature": 0,
         "use_rag": use_rag,
     }
@@ -48,8 +49,9 @@ def chat_request(question: str, use_rag: bool, max_new_tokens: int) -> dict:
 class ServerBench:
     """The server on a temporary servable copy; a context manager that stops it and removes the copy."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.env = env or {}  # the servable's settings beside the benchmark's own
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-servable-")
         self.root = Path(self._tmp.name)
         self.status_file = self.root / INDEX_FOLDER / "status.json"
@@ -81,6 +83,7 @@ class ServerBench:
             "REQUIRE_QUESTION_NAMES": "0",
             "REQUIRE_ANSWER_KIND": "0",
         }
+        env |= self.env
         (self.root / DOCS_FOLDER).mkdir()
         self.write_documents(range(self.settings.documents))
         self.write_docs_txt()
@@ -95,16 +98,26 @@ class ServerBench:
 
     # part 1 --------------------------------------------------------------------------------------
     def generation(
-        self, streams: int, rounds: int, prompts: tuple[str, ...], use_rag: bool = False
+        self,
+        streams: int,
+        rounds: int,
+        prompts: tuple[str, ...],
+        use_rag: bool = False,
+        keep_text: bool = False,
+        ignore_eos: bool = True,
     ) -> GenerationResult:
-        """`streams` concurrent users, each with its own client, asking `prompts` for `rounds` rounds."""
-        clients = [StreamClient(self.server.grpc_url) for _ in range(streams)]
+        """`streams` concurrent users, each with its own client, asking `prompts` for `rounds` rounds;
+        with `keep_text` each timing's `extra` also holds the question and the answer's text."""
+        clients = [StreamClient(self.server.grpc_url, keep_text) for _ in range(streams)]
         tokens = self.settings.max_new_tokens
         self.server.memory.reset()
         try:
             with CpuMeter(self.server.process.pid) as cpu:
                 requests = run_streams(
-                    streams, rounds, prompts, lambda i, q: clients[i].ask(chat_request(q, use_rag, tokens))
+                    streams,
+                    rounds,
+                    prompts,
+                    lambda i, q: clients[i].ask(chat_request(q, use_rag, tokens, ignore_eos)),
                 )
         finally:
             for client in clients:

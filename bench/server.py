@@ -147,15 +147,19 @@ class StreamClient:
     A completion piece only needs its arrival time, which tritonclient's callback thread notes as the
     GenAI benchmark's streamer does for a token; the other responses go to the asking thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, keep_text: bool = False) -> None:
         self.client = grpcclient.InferenceServerClient(url)
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._arrivals: list[float] = []
+        self.keep_text = keep_text  # the pieces' text too, in `extra["text"]`
+        self._pieces: list[str] = []
 
     def _on_response(self, result, error) -> None:
         stamp = now()
         if error is None and result.get_response().outputs[0].name == "completion":
             self._arrivals.append(stamp)
+            if self.keep_text:
+                self._pieces.append(result.as_numpy("completion").tobytes().decode("utf-8"))
         else:
             self._events.put((stamp, result, error))
 
@@ -165,6 +169,7 @@ class StreamClient:
         tensor.set_data_from_numpy(np.array([json.dumps(request).encode()], dtype=object))
         timing = RequestTiming(start=now())
         self._arrivals = timing.arrivals
+        self._pieces = []
         self.client.start_stream(callback=self._on_response)
         try:
             self.client.async_stream_infer(MODEL_NAME, [tensor])
@@ -183,6 +188,9 @@ class StreamClient:
                         raise RuntimeError(f"servable ended the answer with {text}")
                     timing.tokens = timing.extra["generated_tokens"]
                     timing.end = stamp
+                    if self.keep_text:
+                        timing.extra |= {"question": request["messages"][-1]["content"]}
+                        timing.extra["text"] = "".join(self._pieces)
                     return timing
         finally:
             self.client.stop_stream()

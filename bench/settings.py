@@ -24,6 +24,7 @@ PARTS = {
     "memory": "7. peak RSS of the server",
     "layers": "8. one stream's decode rate layer by layer (pipeline, engine, chat model, server)",
     "gateway": "9. the OpenAI-compatible gateway against direct gRPC, taking turns",
+    "lookup": "10. prompt lookup on RAG answers: the servable and GenAI LLMPipeline, without and with",
 }
 # Parts that need the local server and the servable.
 SERVER_PARTS = frozenset({"servable", "reindex", "reload", "edit", "memory", "gateway"})

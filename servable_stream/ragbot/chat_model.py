@@ -24,7 +24,8 @@ class OpenVINOChatModel(BaseChatModel):
     regex=..., repetition_penalty=..., no_repeat_ngram_size=...)`
     (and `arrival=`, the request's `Engine.expect()`, closed once it is submitted) yields a chunk
     per text piece as the pipeline produces it, then a last empty chunk whose `response_metadata`
-    holds finish_reason, ttft/decode timing and whose `usage_metadata` holds the token counts.
+    holds finish_reason, ttft/decode timing and prompt lookup's counts (when on) and whose
+    `usage_metadata` holds the token counts.
     Closing the stream cancels the request in the pipeline.
     """
 
@@ -93,6 +94,8 @@ class OpenVINOChatModel(BaseChatModel):
             "ttft_ms": (first - started) * 1000,
             "tokens_per_s": (generation.generated_tokens - 1) / decode_s if decode_s > 0 else 0.0,
         }
+        if lookup := generation.lookup():
+            stats["lookup"] = lookup
         usage = {
             "input_tokens": generation.prompt_tokens,
             "output_tokens": generation.generated_tokens,

@@ -23,6 +23,7 @@ import openvino_genai as ov_genai
 
 from . import metrics
 from .detokenizer import detokenizer_for
+from .settings import PromptLookup
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,23 @@ def model_context_length(model_path: Path) -> int:
 
 
 class Generation:
-    """One request in the pipeline. Iterate `pieces()` for text as it is generated."""
+    """One request in the pipeline. Iterate `pieces()` for text as it is generated.
 
-    def __init__(self, engine: Engine, request_id: int, prompt_tokens: int) -> None:
+    With prompt lookup, each step after the first verifies `assistant_tokens` proposed tokens and
+    gives the accepted ones plus the model's own next token. GenAI does not report per request how
+    many it accepted, so they are counted from the steps: accepted = tokens after the first - steps
+    after the first; proposed = `assistant_tokens` a step (GenAI's own acceptance rate is per step,
+    accepted / `assistant_tokens`)."""
+
+    def __init__(
+        self, engine: Engine, request_id: int, prompt_tokens: int, assistant_tokens: int = 0
+    ) -> None:
         self._engine = engine
         self.request_id = request_id
         self.prompt_tokens = prompt_tokens
+        self.assistant_tokens = assistant_tokens
         self.generated_tokens = 0
+        self.decode_steps = 0  # steps that gave tokens after the first token
         self.finish_reason: str | None = None
         self.first_token_time: float | None = None
         self.end_time: float | None = None
@@ -93,12 +104,27 @@ class Generation:
                 if ids:
                     if self.first_token_time is None:
                         self.first_token_time = time.perf_counter()
+                    else:
+                        self.decode_steps += 1
                     self.generated_tokens += len(ids)
                     self.tokens.add(ids)
                 reason = _FINISH_REASONS.get(output.finish_reason, reason)
         if handle.get_status() == ov_genai.GenerationStatus.RUNNING:
             return None
         return reason or "stop"
+
+    def lookup(self) -> dict[str, float] | None:
+        """Proposed and accepted tokens of prompt lookup; None when it was off."""
+        if not self.assistant_tokens:
+            return None
+        proposed = self.decode_steps * self.assistant_tokens
+        accepted = max(self.generated_tokens - 1 - self.decode_steps, 0)
+        return {
+            "assistant_tokens": self.assistant_tokens,
+            "proposed_tokens": proposed,
+            "accepted_tokens": accepted,
+            "acceptance_rate": round(accepted / proposed, 4) if proposed else 0.0,
+        }
 
     def put(self, text: str) -> None:
         self._queue.put(text)
@@ -112,6 +138,7 @@ class Generation:
         self.end_time = time.perf_counter()
         metrics.REQUESTS.labels(reason).inc()
         metrics.GENERATED_TOKENS.inc(self.generated_tokens)
+        metrics.count_lookup(self.lookup())
         self._queue.put(_DONE)
 
     def pieces(self) -> Iterator[str]:
@@ -161,6 +188,7 @@ class Engine:
         kv_cache_gb: int,
         max_num_seqs: int,
         max_num_batched_tokens: int = 2048,
+        prompt_lookup: PromptLookup | None = None,
     ) -> None:
         scheduler = ov_genai.SchedulerConfig()
         scheduler.cache_size = kv_cache_gb
@@ -168,8 +196,11 @@ class Engine:
         # Room for a whole RAG prompt in one step: its first token is not held back by split prefill.
         scheduler.max_num_batched_tokens = max_num_batched_tokens
         scheduler.enable_prefix_caching = True
+        self.prompt_lookup = prompt_lookup
+        # GenAI turns prompt lookup on for the pipeline's lifetime; every request then needs its sizes.
+        properties = {"prompt_lookup": True} if prompt_lookup else {}
         self.pipeline = ov_genai.ContinuousBatchingPipeline(
-            str(model_path), scheduler, device, tokenizer_properties=TOKENIZER_PROPERTIES
+            str(model_path), scheduler, device, properties, tokenizer_properties=TOKENIZER_PROPERTIES
         )
         self.tokenizer = self.pipeline.get_tokenizer()
         self.detokenizer = detokenizer_for(model_path, self.tokenizer)
@@ -189,7 +220,7 @@ class Engine:
         """One RAG-sized prompt through the pipeline, so the first user does not pay for the set-up."""
         words = " ".join(f"word{i}" for i in range(WARM_UP_PROMPT_TOKENS))
         ids = self.tokenizer.encode(words, add_special_tokens=False).input_ids.data[:, :WARM_UP_PROMPT_TOKENS]
-        config = self.pipeline.get_config()
+        config = self._model_config()
         config.max_new_tokens = 2
         # Keep the handle: the pipeline drops a request whose handle is gone.
         handle = self.pipeline.add_request(next(self._ids), ov.Tensor(ids.copy()), config)
@@ -211,7 +242,7 @@ class Engine:
     ) -> ov_genai.GenerationConfig:
         """The model's own generation config with the request's settings applied; `regex` holds the
         output to it (GenAI's structured output)."""
-        config = self.pipeline.get_config()
+        config = self._model_config()
         config.max_new_tokens = max_new_tokens
         config.ignore_eos = ignore_eos
         config.do_sample = temperature > 0
@@ -226,6 +257,15 @@ class Engine:
             config.no_repeat_ngram_size = no_repeat_ngram_size
         if regex:
             config.structured_output_config = ov_genai.StructuredOutputConfig(regex=regex)
+        return config
+
+    def _model_config(self) -> ov_genai.GenerationConfig:
+        """The model's generation config, with prompt lookup's sizes when it is on (`submit` may
+        lower the assistant tokens)."""
+        config = self.pipeline.get_config()
+        if self.prompt_lookup:
+            config.num_assistant_tokens = self.prompt_lookup.assistant_tokens
+            config.max_ngram_size = self.prompt_lookup.max_ngram_size
         return config
 
     def encode(self, prompt: str):
@@ -247,12 +287,18 @@ class Engine:
     def submit(
         self, input_ids, config: ov_genai.GenerationConfig, arrival: Arrival | None = None
     ) -> Generation:
-        """Queue a request; the stepping thread picks it up at its next step."""
+        """Queue a request; the stepping thread picks it up at its next step. With prompt lookup, a
+        request that comes while PromptLookup.busy_sequences or more run gets one assistant token
+        (GenAI keeps a request's count to its end)."""
         generation = Generation(self, next(self._ids), int(input_ids.get_shape()[-1]))
         try:
             with self._cond:
                 if self._stopping:
                     raise RuntimeError("the server is shutting down; no new generations")
+                if self.prompt_lookup:
+                    if len(self._active) >= self.prompt_lookup.busy_sequences:
+                        config.num_assistant_tokens = 1
+                    generation.assistant_tokens = config.num_assistant_tokens
                 generation.handle = self.pipeline.add_request(generation.request_id, input_ids, config)
                 self._active[generation.request_id] = generation
                 metrics.ACTIVE_REQUESTS.inc()

@@ -49,6 +49,7 @@ class RagService:
             settings.kv_cache_gb,
             settings.max_num_seqs,
             settings.max_num_batched_tokens,
+            settings.prompt_lookup,
         )
         embeddings = CountedOpenVINOEmbeddings(
             settings.embedding_model_dir,
@@ -157,6 +158,8 @@ class RagService:
             "tokens_per_s": round(stats.get("tokens_per_s", 0.0), 2),
             "retrieval_ms": round(prepared.retrieval_ms, 2),
         }
+        if "lookup" in stats:
+            end["lookup"] = stats["lookup"]
         if request.use_rag:
             texts = [source["text"] for source in prepared.sources]
             end["grounding"] = grounding.summary("".join(pieces), texts, self.settings.answer.refusal)

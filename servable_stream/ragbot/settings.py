@@ -62,6 +62,19 @@ class AnswerSettings:
 
 
 @dataclass(frozen=True)
+class PromptLookup:
+    """Prompt-lookup decoding (GenAI's `prompt_lookup`): each step proposes up to `assistant_tokens`
+    tokens that follow the last `max_ngram_size` tokens where they occur in the prompt, and the model
+    verifies them in the same step. GenAI verifies all `assistant_tokens` slots of every sequence
+    each step, matched or not, so while `busy_sequences` or more run (compute-bound), a new request
+    gets one (the fewest GenAI allows)."""
+
+    assistant_tokens: int = 3
+    max_ngram_size: int = 3
+    busy_sequences: int = 4
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the servable can be configured with; see docs in README (Environment)."""
 
@@ -81,6 +94,7 @@ class Settings:
     kv_cache_gb: int
     max_num_seqs: int
     max_num_batched_tokens: int
+    prompt_lookup: PromptLookup | None  # None: off
     docs_file: Path
     index_dir: Path
     index_lease_s: float
@@ -166,6 +180,7 @@ class Settings:
             kv_cache_gb=number("KV_CACHE_SIZE_GB", 1, 1, 1024, int),
             max_num_seqs=number("MAX_NUM_SEQS", 64, 1, 4096, int),
             max_num_batched_tokens=number("MAX_NUM_BATCHED_TOKENS", 2048, 64, 1_000_000, int),
+            prompt_lookup=cls._prompt_lookup(number, answer.mode),
             docs_file=unresolved_path("DOCS_FILE", "docs.txt"),
             index_dir=path("RAG_INDEX_DIR", ".rag_index"),
             index_lease_s=number("RAG_INDEX_LEASE_S", 30.0, 1.0, 3600.0, float),
@@ -180,6 +195,19 @@ class Settings:
             allowed_roots=tuple(roots),
             metrics_port=number("METRICS_PORT", 0, 0, 65535, int),
             answer=answer,
+        )
+
+    @staticmethod
+    def _prompt_lookup(number, mode: str) -> PromptLookup | None:
+        """PROMPT_LOOKUP (1/0; by default on in extract mode, whose answers are copied passages, off in
+        generate mode: bench/NOTES.md) and its sizes; GenAI needs at least one of each."""
+        base = PromptLookup()
+        if number("PROMPT_LOOKUP", int(mode == "extract"), 0, 1, int) == 0:
+            return None
+        return PromptLookup(
+            assistant_tokens=number("NUM_ASSISTANT_TOKENS", base.assistant_tokens, 1, 64, int),
+            max_ngram_size=number("MAX_NGRAM_SIZE", base.max_ngram_size, 1, 64, int),
+            busy_sequences=number("PROMPT_LOOKUP_BUSY_SEQS", base.busy_sequences, 1, 4096, int),
         )
 
     @staticmethod

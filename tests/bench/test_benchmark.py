@@ -1,5 +1,6 @@
 """Smoke test of the benchmark's plumbing: `scripts/benchmark.py --quick` runs every part on the real
-offline models through the real local server, and its tables have every row and column."""
+offline models through the real local server, and its tables have every row and column (part 10,
+prompt lookup, in a run of its own)."""
 
 from __future__ import annotations
 
@@ -29,19 +30,24 @@ def _tables(markdown: str) -> dict[str, list[list[str]]]:
     return tables
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
+def quick_run(out: Path, *flags: str) -> tuple[str, str]:
+    """`scripts/benchmark.py --quick` with `flags`, writing to `out`: its printed text and results.md."""
     require_models()
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--quick", *flags, "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=840,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert "Targets (issue 8)" in run.stdout  # the printed (rich) table
+    return run.stdout, (out / "results.md").read_text(encoding="utf-8")
 
-    markdown = (tmp_path / "results.md").read_text(encoding="utf-8")
-    assert "scripts/benchmark.py --quick --out" in markdown  # the command that made it
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
+    printed, markdown = quick_run(tmp_path, "--skip", "lookup")
+    assert "Targets (issue 8)" in printed  # the printed (rich) table
+
+    assert "scripts/benchmark.py --quick --skip lookup --out" in markdown  # the command that made it
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tables = _tables(markdown)
 
@@ -115,6 +121,36 @@ def test_quick_run_fills_every_row_and_column(tmp_path: Path) -> None:
     for row in found[1:]:
         if row[3] == "MISS":
             assert f"**{row[0]}** (MISS)" in markdown
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_prompt_lookup_part_runs_alone_and_fills_its_rows(tmp_path: Path) -> None:
+    markdown = quick_run(tmp_path, "--only", "lookup")[1]
+    tables = _tables(markdown)
+    assert tables["Generation (client-side timings)"][1][2] == "skipped"  # only part 10 ran
+    rows = tables["Prompt-lookup decoding on RAG answers (part 10)"]
+    assert rows[0] == ["System", "Streams", "TTFT p50 ms", "ITL p50 ms", "Decode tok/s", "Tok/s aggregate",
+                       "Accepted"]  # fmt: skip
+    servable = [
+        f"servable + RAG, lookup {state}{mode}" for mode in ("", ", extract") for state in ("off", "on")
+    ]
+    expected = [(system, n) for system in servable[:2] for n in ("1", "2")]
+    expected += [("GenAI LLMPipeline, lookup off", "1"), ("GenAI LLMPipeline, lookup on", "1")]
+    expected += [(system, n) for system in servable[2:] for n in ("1", "2")]
+    assert [(row[0], row[1]) for row in rows[1:]] == expected
+    for row in rows[1:]:
+        assert all(NUMBER.match(cell) for cell in row[2:6]), row
+        # The servable with lookup reports its acceptance in end_signal; the others have none.
+        assert row[6].endswith("%") if "servable" in row[0] and "lookup on" in row[0] else row[6] == "-", row
+    found = tables["Targets (issue 23, prompt lookup)"]
+    assert len(found) == 1 + 6
+    for row in found[1:]:
+        assert row[3] in ("PASS", "MISS") and row[1] != "n/a", row
+        if row[3] == "MISS":
+            assert f"**{row[0]}** (MISS)" in markdown
+    differ = next(rows for title, rows in tables.items() if title.startswith("Greedy answers that differ"))
+    assert differ[0] == ["Question", "First differing token (answers re-tokenized)"]
 
 
 def test_bad_flags_name_the_problem() -> None:

@@ -33,7 +33,7 @@ DOCS = {
 ENTRIES = ["notes/"]
 END_FIELDS = (
     "finish_reason", "prompt_tokens", "generated_tokens", "ttft_ms", "tokens_per_s", "retrieval_ms",
-    "grounding",
+    "grounding", "lookup",
 )  # fmt: skip
 
 
@@ -56,6 +56,7 @@ def server(copy, ovms_server_module, site):
         "DOCS_POLL_INTERVAL_S": "1",
         "FETCH_TIMEOUT_S": "1",
         "RELEVANCE_THRESHOLD": "0.3",
+        "PROMPT_LOOKUP": "1",
     }
     return ovms_server_module(copy.config, env=env)
 
@@ -70,6 +71,15 @@ def test_plain_question_streams_sources_pieces_and_end_signal(server):
     assert 1 <= answer.end["generated_tokens"] <= MAX_NEW
     assert answer.end["prompt_tokens"] > 0 and answer.end["ttft_ms"] > 0 and answer.end["retrieval_ms"] > 0
     assert set(answer.end) == set(END_FIELDS)
+    # Prompt lookup (on here): each step after the first verified `assistant_tokens` proposals and
+    # gave the accepted ones and one more; /metrics adds them up.
+    lookup = answer.end["lookup"]
+    steps = lookup["proposed_tokens"] // lookup["assistant_tokens"]
+    assert answer.end["generated_tokens"] == 1 + steps + lookup["accepted_tokens"]
+    assert 0 <= lookup["accepted_tokens"] <= lookup["proposed_tokens"]
+    values = metrics(server)
+    assert values["rag_llm_lookup_proposed_tokens_total"] >= lookup["proposed_tokens"]
+    assert values["rag_llm_lookup_accepted_tokens_total"] >= lookup["accepted_tokens"]
 
 
 def test_answer_copies_a_passage_and_cites_it(server):

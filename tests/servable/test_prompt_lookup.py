@@ -1,0 +1,95 @@
+"""Prompt-lookup decoding in the engine, on the tiny random-weight model: greedy answers are those
+of plain decoding, and the proposed and accepted tokens add up to what was generated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from ragbot import engine as engine_module
+from ragbot.settings import PromptLookup, Settings
+
+MAX_NEW = 40
+# Prompts that repeat themselves, so the n-grams of the answer (a random model's greedy answer falls
+# into loops) are found in them and some proposals are accepted.
+PROMPTS = (
+    "one two three four one two three four one two",
+    "Hello there, hello there, hello there",
+    "a b c d e f a b c d e f a b",
+    "The orchard drone picks apples. The orchard drone picks pears. The orchard drone",
+)
+
+
+def greedy(llm: engine_module.Engine, prompt: str) -> engine_module.Generation:
+    generation = llm.submit(llm.encode(prompt), llm.generation_config(MAX_NEW, 0.0, 1.0, None, True))
+    for _ in generation.pieces():  # read to the end
+        pass
+    return generation
+
+
+@pytest.fixture(scope="module")
+def plain_answers(tiny_ir: Path) -> list[list[int]]:
+    llm = engine_module.Engine(tiny_ir, "CPU", kv_cache_gb=1, max_num_seqs=8)
+    try:
+        generations = [greedy(llm, prompt) for prompt in PROMPTS]
+        assert all(generation.lookup() is None for generation in generations)
+        return [generation.tokens.ids for generation in generations]
+    finally:
+        llm.stop()
+
+
+@pytest.fixture(scope="module")
+def lookup_engine(tiny_ir: Path) -> Iterator[engine_module.Engine]:
+    llm = engine_module.Engine(tiny_ir, "CPU", kv_cache_gb=1, max_num_seqs=8, prompt_lookup=PromptLookup())
+    yield llm
+    llm.stop()
+
+
+def counted(kind: str) -> float:
+    """The servable's /metrics counter of prompt lookup's `kind` ("proposed", "accepted") tokens."""
+    return REGISTRY.get_sample_value(f"rag_llm_lookup_{kind}_tokens_total") or 0.0
+
+
+def test_greedy_answers_are_the_same_with_prompt_lookup(plain_answers, lookup_engine):
+    proposed_before, accepted_before = counted("proposed"), counted("accepted")
+    counts = []
+    for prompt, plain in zip(PROMPTS, plain_answers, strict=True):
+        generation = greedy(lookup_engine, prompt)
+        assert generation.tokens.ids == plain, prompt
+        lookup = generation.lookup()
+        assert lookup is not None and lookup["assistant_tokens"] == PromptLookup().assistant_tokens
+        # Each step after the first gives the accepted proposals and one token of the model's own.
+        assert generation.generated_tokens == 1 + generation.decode_steps + lookup["accepted_tokens"]
+        assert lookup["proposed_tokens"] == generation.decode_steps * lookup["assistant_tokens"]
+        assert 0 <= lookup["accepted_tokens"] <= lookup["proposed_tokens"]
+        counts.append(lookup)
+    accepted = sum(c["accepted_tokens"] for c in counts)
+    assert accepted > 0, "no proposal was accepted: the answers were not checked against lookup"
+    assert counted("accepted") - accepted_before == accepted
+    assert counted("proposed") - proposed_before == sum(c["proposed_tokens"] for c in counts)
+
+
+def test_a_request_that_comes_while_the_engine_is_busy_gets_one_assistant_token(lookup_engine, monkeypatch):
+    monkeypatch.setattr(lookup_engine, "prompt_lookup", PromptLookup(busy_sequences=1))
+    config = lookup_engine.generation_config(900, 0.0, 1.0, None, True)  # runs past the second
+    first = lookup_engine.submit(lookup_engine.encode(PROMPTS[0]), config)
+    try:
+        second = greedy(lookup_engine, PROMPTS[1])  # while the first runs
+    finally:
+        first.cancel()
+    assert (first.assistant_tokens, second.assistant_tokens) == (3, 1)
+    assert second.lookup()["proposed_tokens"] == second.decode_steps
+
+
+def test_prompt_lookup_is_set_in_the_environment(tiny_ir):
+    # By default on in extract mode (SmolLM2's, in models.json), off in generate mode: bench/NOTES.md.
+    assert Settings.from_env(tiny_ir, {}).prompt_lookup == PromptLookup()
+    assert Settings.from_env(tiny_ir, {"ANSWER_MODE": "generate"}).prompt_lookup is None
+    assert Settings.from_env(tiny_ir, {"ANSWER_MODE": "extract", "PROMPT_LOOKUP": "0"}).prompt_lookup is None
+    env = {"PROMPT_LOOKUP": "1", "NUM_ASSISTANT_TOKENS": "5", "MAX_NGRAM_SIZE": "2"}
+    on = Settings.from_env(tiny_ir, env).prompt_lookup
+    assert (on.assistant_tokens, on.max_ngram_size) == (5, 2)
+    with pytest.raises(ValueError, match="NUM_ASSISTANT_TOKENS must be between 1 and 64, got 0"):
+        Settings.from_env(tiny_ir, {"PROMPT_LOOKUP": "1", "NUM_ASSISTANT_TOKENS": "0"})
