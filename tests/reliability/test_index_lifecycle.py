@@ -7,7 +7,6 @@ to the next."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
@@ -64,15 +63,6 @@ def lifecycle(servable_factory, rag_server) -> Lifecycle:
     return Lifecycle(copy, rag_server)
 
 
-def _build_is_whole(copy: ServableCopy) -> str:
-    """The name of the build CURRENT points to, after checking its files against its manifest."""
-    build = copy.current_build()
-    manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
-    for name, digest in manifest["files"].items():
-        assert hashlib.sha256((build / name).read_bytes()).hexdigest() == digest, f"{build.name}/{name}"
-    return build.name
-
-
 def _answers(server: OvmsServer) -> None:
     answer = ask(server.grpc_url, QUESTION)
     assert answer.error is None and answer.end is not None, answer
@@ -88,12 +78,12 @@ def _loaded_without_embedding(copy: ServableCopy, server: OvmsServer, build: str
     status = copy.status()
     assert status["state"] == "ready" and status["embedded_chunks"] == 0, status
     assert metrics(server).get(EMBEDDED_DOCUMENTS, 0.0) == 0.0
-    assert _build_is_whole(copy) == build
+    assert copy.whole_build() == build
 
 
 def test_sigterm_drains_streams_and_keeps_the_index(lifecycle):
     server = lifecycle.running()
-    build = _build_is_whole(lifecycle.copy)
+    build = lifecycle.copy.whole_build()
     short = json_request("What does error code E-719 mean?", max_new_tokens=8)
     long = json_request(
         "Tell me everything about the Harvest Tern HT-7.", max_new_tokens=3000, ignore_eos=True
@@ -130,7 +120,7 @@ def test_sigterm_drains_streams_and_keeps_the_index(lifecycle):
     assert all(answer.pieces and answer.end["generated_tokens"] > 0 for answer in answers), answers
     assert "graph 'python_model': finalize" in log and "cutting" not in log, log[-2000:]
     lifecycle.server = None
-    assert _build_is_whole(lifecycle.copy) == build
+    assert lifecycle.copy.whole_build() == build
     server = lifecycle.running()
     _loaded_without_embedding(lifecycle.copy, server, build)
     _answers(server)
@@ -140,7 +130,7 @@ def _start_a_rebuild(copy: ServableCopy, server: OvmsServer) -> str:
     """Once the index is ready, list bulk/ in docs.txt and wait until its embedding starts; the build
     that was serving before."""
     assert wait_for(lambda: copy.status().get("state") == "ready", LIVENESS_S), copy.status()
-    build = _build_is_whole(copy)
+    build = copy.whole_build()
     calls = metrics(server).get(EMBEDDING_CALLS, 0.0)
     copy.write_docs([*DEFAULT_DOCS, "bulk/"])
     started = wait_for(lambda: metrics(server).get(EMBEDDING_CALLS, 0.0) > calls, LIVENESS_S, interval=0.05)
@@ -158,7 +148,7 @@ def test_sigkill_during_a_rebuild_leaves_the_previous_index(lifecycle):
     assert copy.current_build().name == build, "the rebuild finished before the kill: make bulk/ bigger"
     leftovers = sorted(p.name for p in copy.index_dir.iterdir() if p.name.startswith(".tmp"))
     print(f"SIGKILL during rebuild: CURRENT still {build}; leftovers {leftovers}")
-    assert _build_is_whole(copy) == build
+    assert copy.whole_build() == build
     copy.write_docs(DEFAULT_DOCS)
     server = lifecycle.running()
     assert metrics(server)["rag_index_documents"] == 5
@@ -182,7 +172,7 @@ def test_sigterm_during_a_rebuild_stops_it_and_keeps_the_index(lifecycle):
     lifecycle.server = None
     copy.write_docs(DEFAULT_DOCS)
     print(f"SIGTERM during a rebuild: exit code {code} after {exit_s:.1f} s")
-    assert _build_is_whole(copy) == build
+    assert copy.whole_build() == build
     log = server.log_text()
     assert code is not None, f"no exit within {LIVENESS_S} s of SIGTERM during a rebuild:\n{log[-1500:]}"
     assert code == 0, f"exit code {code} {exit_s:.1f} s after SIGTERM during a rebuild:\n{log[-1500:]}"
@@ -195,7 +185,7 @@ def _restart_rebuilds(lifecycle: Lifecycle, damage, problem: str) -> None:
     rebuilt in full, and answers work."""
     copy = lifecycle.copy
     lifecycle.stop()
-    build = _build_is_whole(copy)
+    build = copy.whole_build()
     damage(copy.current_build())
     server = lifecycle.running()
     log = server.log_text()
@@ -204,7 +194,7 @@ def _restart_rebuilds(lifecycle: Lifecycle, damage, problem: str) -> None:
     chunks = status.get("chunks")
     assert status["state"] == "ready" and not status["loaded_from_disk"], status
     assert status["embedded_chunks"] == chunks > 0 and metrics(server)[EMBEDDED_DOCUMENTS] == chunks, status
-    assert _build_is_whole(copy) != build
+    assert copy.whole_build() != build
     _answers(server)
 
 

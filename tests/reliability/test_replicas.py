@@ -9,8 +9,6 @@ expires; a replica started later loads the shared index without embedding. The t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import signal
 import threading
 import time
@@ -93,15 +91,6 @@ def serving(servers: list[OvmsServer], documents: int) -> bool:
     return all(metrics(server).get("rag_index_documents") == documents for server in servers)
 
 
-def build_is_whole(copy: ServableCopy) -> str:
-    """The name of the build CURRENT names, after checking its files against its manifest."""
-    build = copy.current_build()
-    manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
-    for name, digest in manifest["files"].items():
-        assert hashlib.sha256((build / name).read_bytes()).hexdigest() == digest, f"{build.name}/{name}"
-    return build.name
-
-
 def test_a_cold_start_of_three_replicas_embeds_the_first_index_once(replicas):
     servers = replicas.start(REPLICAS)
     chunks = metrics(servers[0])["rag_index_chunks"]
@@ -109,7 +98,7 @@ def test_a_cold_start_of_three_replicas_embeds_the_first_index_once(replicas):
     print(f"cold start of {REPLICAS} replicas: embedded texts per replica {counts}; {chunks:.0f} chunks")
     assert chunks > 0 and sum(counts) == chunks and sorted(counts)[:-1] == [0.0] * (REPLICAS - 1), counts
     assert all(metrics(server)["rag_index_chunks"] == chunks for server in servers)
-    build_is_whole(replicas.copy)
+    replicas.copy.whole_build()
 
 
 def test_a_docs_change_is_embedded_once_and_served_by_every_replica(replicas):
@@ -235,7 +224,7 @@ def test_a_builder_killed_mid_build_leaves_a_whole_index_and_another_completes_i
     servers = replicas.alive()
     if len(servers) < 2:
         servers += replicas.start(2 - len(servers))
-    build = build_is_whole(copy)
+    build = copy.whole_build()
     documents = metrics(servers[0])["rag_index_documents"]
     bulk = copy.base / "bulk"
     bulk.mkdir()
@@ -253,13 +242,13 @@ def test_a_builder_killed_mid_build_leaves_a_whole_index_and_another_completes_i
     builder.process.send_signal(signal.SIGKILL)
     builder.process.wait(LIVENESS_S)
     killed = time.monotonic()
-    assert build_is_whole(copy) == build, "the build finished before the kill: make bulk/ bigger"
+    assert copy.whole_build() == build, "the build finished before the kill: make bulk/ bigger"
     survivors = [server for server in servers if server is not builder]
     wait_until(lambda: serving(survivors, documents + BULK_FILES), "a survivor completes the build")
     completed_s = time.monotonic() - killed
     counts = [embedded(server) - before[servers.index(server)] for server in survivors]
     print(f"builder SIGKILLed: the build completed {completed_s:.1f} s later; survivors embedded {counts}")
-    assert build_is_whole(copy) != build
+    assert copy.whole_build() != build
     assert sorted(counts)[:-1] == [0.0] * (len(survivors) - 1) and max(counts) > 0, counts
 
 

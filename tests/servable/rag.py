@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -120,6 +121,15 @@ class ServableCopy:
 
     def current_build(self) -> Path:
         return current_build(self.index_dir)
+
+    def whole_build(self) -> str:
+        """The name of the build CURRENT names, after checking its files against its manifest (a build
+        is never published torn)."""
+        build = self.current_build()
+        manifest = json.loads((build / "manifest.json").read_text(encoding="utf-8"))
+        for name, digest in manifest["files"].items():
+            assert hashlib.sha256((build / name).read_bytes()).hexdigest() == digest, f"{build.name}/{name}"
+        return build.name
 
 
 @dataclass
