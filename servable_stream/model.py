@@ -2,7 +2,7 @@
 
 Input `pre_prompt` (a question, or a JSON chat request); outputs `sources` (once, first),
 `completion` (text pieces as generated) and `end_signal` (last). `{"status": true}` gets the index
-status as `status`, then `end_signal`. See README "Protocol".
+status as `status`, then `end_signal`. See the README, "The protocol".
 """
 
 from pathlib import Path

@@ -76,7 +76,7 @@ class PromptLookup:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the servable can be configured with; see docs in README (Environment)."""
+    """Everything the servable can be configured with; see the README, "Configuration of the servable"."""
 
     base_path: Path
     selected_model: str
