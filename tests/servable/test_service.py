@@ -12,7 +12,7 @@ from unittest import mock
 import pytest
 from ragbot import service
 from ragbot.documents import Entry, Fetcher, FetchLimits
-from ragbot.settings import AnswerSettings, Settings
+from ragbot.settings import AnswerSettings, PromptLookup, Settings
 
 from tests.conftest import wait_until
 from tests.servable.rag import SERVABLE
@@ -35,6 +35,9 @@ def test_scheduler_settings_reach_the_engine(tmp_path: Path, monkeypatch: pytest
         "KV_CACHE_SIZE_GB": "3",
         "MAX_NUM_SEQS": "7",
         "MAX_NUM_BATCHED_TOKENS": "512",
+        "PROMPT_LOOKUP": "1",
+        "NUM_ASSISTANT_TOKENS": "4",
+        "MAX_NGRAM_SIZE": "2",
     }
     built: list[tuple] = []
 
@@ -45,7 +48,8 @@ def test_scheduler_settings_reach_the_engine(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(service, "Engine", engine)
     with pytest.raises(_Built):
         service.RagService(Settings.from_env(tmp_path, env))
-    assert built == [(tmp_path / "llm", "CPU", 3, 7, 512)]
+    lookup = PromptLookup(assistant_tokens=4, max_ngram_size=2, busy_sequences=4)
+    assert built == [(tmp_path / "llm", "CPU", 3, 7, 512, lookup)]
 
 
 class _Index:
