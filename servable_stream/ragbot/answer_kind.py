@@ -65,11 +65,13 @@ _ASKED_UNIT = re.compile(
     rf"\bin ((?:{_SPEED})|(?:{_TEMPERATURE})|(?:{_LENGTH})|(?:{_MASS})|(?:{_MONEY}))\s*\??\s*$", re.IGNORECASE
 )
 _COUNTED = re.compile(r"\bhow many ([a-z][a-z-]*)")
-# Words for people in general: "how many people" is answered by "412 employees" or "2,860 inhabitants".
+# "How many people" is answered by "412 employees" or "2,860 inhabitants"; "how many visitors" by
+# visitors or people, not by inhabitants.
 _PEOPLE_WORDS = (
     "people person employee staff worker inhabitant resident member student visitor passenger citizen"
 )
 _PEOPLE = frozenset(_PEOPLE_WORDS.split())
+_ANYONE = frozenset(("people", "person"))
 _PRONOUN_WORDS = "it its they them their there this that these those he she his her him"
 _PRONOUNS = frozenset(_PRONOUN_WORDS.split())
 # Words that say which kind is asked, not of what.
@@ -154,7 +156,9 @@ def holds(passage: str, wanted: Need) -> bool:
         counts = [f for f in numbers if not _is_year(f)]
         if wanted.counted is None:
             return bool(counts)
-        wanted_nouns = _PEOPLE if wanted.counted in _PEOPLE else {wanted.counted}
+        wanted_nouns = {wanted.counted}
+        if wanted.counted in _PEOPLE:
+            wanted_nouns |= _PEOPLE if wanted.counted in _ANYONE else _ANYONE
         return any({stem(w) for w in _after(passage, f).split()} & wanted_nouns for f in counts)
     if wanted.kind == "date":  # "in 2019", "on 14 March", "at 06:40", "9 to 5", "every morning"
         return bool(numbers) or bool(set(re.findall(r"[a-z]+", lowered)) & _DATE_WORDS)

@@ -73,6 +73,8 @@ def test_a_count_must_count_the_asked_things():
     assert holds("The island has 2,860 inhabitants.", need("How many people live on the island?"))
     assert not holds("The bakery was opened in 1958.", need("And how many people work there?"))
     assert not holds("The museum holds about 7,400 objects.", need("How many visitors does the museum have?"))
+    assert not holds("The island has 2,860 inhabitants.", need("How many visitors does the island have?"))
+    assert holds("About 9,000 people visit it.", need("How many visitors does the museum have?"))
     assert holds("The pass covers all 41 stations.", need("How many stations does it cover?"))
     # "How many of them": what is counted is the turn before's, so any count will do.
     assert holds("131 in Tromsø and 83 in Valencia.", need("How many of them work in Valencia?"))
