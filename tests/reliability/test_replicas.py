@@ -74,6 +74,12 @@ def replicas(tmp_path_factory: pytest.TempPathFactory, tiny_ir: Path) -> Iterato
         "RAG_INDEX_LEASE_S": str(LEASE_S),
         "MAX_NEW_TOKENS": "32",
         "MAX_NUM_SEQS": str(RUNNING),
+        # Load, not answers, is measured here: every question is generated (no refusal without
+        # generating), in the model's own words.
+        "ANSWER_MODE": "generate",
+        "RELEVANCE_THRESHOLD": "0",
+        "REQUIRE_QUESTION_NAMES": "0",
+        "REQUIRE_ANSWER_KIND": "0",
     }
     copy = make_servable_copy(tmp_path_factory.mktemp("replicas") / "servable_stream", DEFAULT_DOCS, env)
     group = Replicas(copy, tmp_path_factory.mktemp("replica-logs"))
@@ -124,11 +130,11 @@ class Conversation:
     events: list[list[object]] = field(default_factory=list)
     retried: int = 0
 
-    def run(self, client: OvmsClient, number: int, max_new_tokens: int) -> None:
+    def run(self, client: OvmsClient, number: int, settings: GenerationSettings) -> None:
         messages = []
         for question in (f"Who founded Lumenfold Robotics? ({number})", "And when was that?"):
             messages.append({"role": "user", "content": question})
-            stream = client.ask(messages, GenerationSettings(max_new_tokens=max_new_tokens))
+            stream = client.ask(messages, settings)
             events = list(stream)
             self.events.append(events)
             self.retried += stream.attempts - 1
@@ -138,10 +144,13 @@ class Conversation:
             messages.append({"role": "assistant", "content": text or "-"})
 
 
-def run_conversations(client: OvmsClient, max_new_tokens: int, during=None) -> list[Conversation]:
+def run_conversations(
+    client: OvmsClient, max_new_tokens: int, during=None, ignore_eos: bool = False
+) -> list[Conversation]:
     conversations = [Conversation() for _ in range(CONVERSATIONS)]
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, ignore_eos=ignore_eos)
     threads = [
-        threading.Thread(target=c.run, args=(client, n, max_new_tokens)) for n, c in enumerate(conversations)
+        threading.Thread(target=c.run, args=(client, n, settings)) for n, c in enumerate(conversations)
     ]
     for thread in threads:
         thread.start()
@@ -187,7 +196,8 @@ def test_a_replica_killed_under_load_loses_no_question_that_had_not_started(repl
         victims[0].process.send_signal(signal.SIGKILL)
         victims[0].process.wait(LIVENESS_S)
 
-    conversations = run_conversations(client, max_new_tokens=96, during=kill_when_busy)
+    # Answers of a known length (no early end of the random-weight model) keep the queues there.
+    conversations = run_conversations(client, max_new_tokens=96, during=kill_when_busy, ignore_eos=True)
     answered = [events for c in conversations for events in c.events]
     lost_before_text = [
         events
