@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 
 WAVES, WAVE_SIZE = 10, 10
 QUESTION = "Tell me everything about the Harvest Tern HT-7."
-MARGIN_MB, MARGIN_FRACTION = 150.0, 0.15
+# The allocator keeps freed memory in its pools, and prompt lookup (on by default in extract mode)
+# sizes the pipeline's step buffers by the batch: a quarter of the RSS, not a leak's growth per wave.
+MARGIN_MB, MARGIN_FRACTION = 150.0, 0.25
 
 
 @pytest.fixture(scope="module")
