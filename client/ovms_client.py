@@ -326,11 +326,17 @@ def _address(item: str) -> tuple[str, str]:
 def grpc_target(url: str) -> str:
     """The gRPC target of `url`: a `scheme:` target (`dns:///`, `ipv4:`, `ipv6:`, `unix:`) as it is;
     `host:port` as it is (every address its name resolves to is used); a comma list of servers as one
-    `ipv4:` or `ipv6:` target, each name resolved once, now. ValueError names a bad or unknown server."""
-    if "," not in url:
-        return url
+    `ipv4:` or `ipv6:` target, each name resolved once, now. ValueError names a bad or unknown server,
+    or an empty list (which gRPC would retry forever as the invalid target `dns:///`)."""
+    servers = [item.strip() for item in url.split(",") if item.strip()]
+    if not servers:
+        raise ValueError(
+            f"{url!r} names no server: give host:port, a comma list of them, or dns:///name:port"
+        )
+    if len(servers) == 1:
+        return servers[0]
     addresses: list[tuple[int, str, str]] = []
-    for item in filter(str.strip, url.split(",")):
+    for item in servers:
         host, port = _address(item)
         try:
             found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)

@@ -40,6 +40,8 @@ def test_a_list_of_servers_is_one_grpc_target(url, target):
         ("127.0.0.1:9000,127.0.0.1", "'127.0.0.1' is not host:port"),
         ("127.0.0.1:9000,no-such-host.invalid:9000", "server 'no-such-host.invalid'"),
         ("127.0.0.1:9000,[::1]:9001", "mix IPv4 and IPv6"),
+        ("", "'' names no server"),
+        (" , ", "' , ' names no server"),
     ],
 )
 def test_a_bad_list_names_the_problem(url, problem):
