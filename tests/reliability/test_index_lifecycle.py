@@ -53,13 +53,7 @@ class Lifecycle:
 @pytest.fixture(scope="module")
 def lifecycle(servable_factory, rag_server) -> Lifecycle:
     copy = servable_factory()
-    bulk = copy.base / "bulk"
-    bulk.mkdir()
-    for number in range(BULK_FILES):
-        words = " ".join(
-            f"orchard{number}-{i} row {i % 17} pear {i * number % 101}." for i in range(BULK_CHARS // 30)
-        )
-        (bulk / f"note-{number:03d}.txt").write_text(words, encoding="utf-8")
+    copy.write_bulk_notes("bulk", BULK_FILES, BULK_CHARS, "orchard")
     return Lifecycle(copy, rag_server)
 
 

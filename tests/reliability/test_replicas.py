@@ -236,13 +236,7 @@ def test_a_builder_killed_mid_build_leaves_a_whole_index_and_another_completes_i
         servers += replicas.start(2 - len(servers))
     build = copy.whole_build()
     documents = metrics(servers[0])["rag_index_documents"]
-    bulk = copy.base / "bulk"
-    bulk.mkdir()
-    for number in range(BULK_FILES):
-        words = " ".join(
-            f"quay{number}-{i} berth {i % 13} crane {i * number % 97}." for i in range(BULK_CHARS // 30)
-        )
-        (bulk / f"note-{number:03d}.txt").write_text(words, encoding="utf-8")
+    copy.write_bulk_notes("bulk", BULK_FILES, BULK_CHARS, "quay")
     before = [embedded(server) for server in servers]
     copy.write_docs([*DEFAULT_DOCS, "pier.txt", "bulk/"])
     pids = {server.process.pid: server for server in servers}

@@ -112,6 +112,18 @@ class ServableCopy:
         tmp.write_text("# test documents\n" + "\n".join(entries) + "\n", encoding="utf-8")
         tmp.replace(self.docs_file)
 
+    def write_bulk_notes(self, folder: str, files: int, chars: int, word: str) -> None:
+        """`files` distinct notes of about `chars` characters in `folder`, for a build long enough to
+        act on while it runs (each note's sentences name `word`, so one copy's notes differ from
+        another's)."""
+        bulk = self.base / folder
+        bulk.mkdir()
+        for number in range(files):
+            words = " ".join(
+                f"{word}{number}-{i} row {i % 17} item {i * number % 101}." for i in range(chars // 30)
+            )
+            (bulk / f"note-{number:03d}.txt").write_text(words, encoding="utf-8")
+
     def status(self) -> dict[str, Any]:
         """The servable's index status (status.json in the index folder); {} before it exists."""
         try:
