@@ -56,6 +56,12 @@ def _regex_literal(text: str) -> str:
     return re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\1", text)
 
 
+def extract_regex(passages: list[Passage], choices: int) -> str:
+    """Extract mode's structured output: one of the `choices` best passages, word for word, cited."""
+    best = passages[:choices]
+    return "|".join(_regex_literal(f"{p.text} [{n}]") for n, p in enumerate(best, start=1))
+
+
 class PassageEmbeddings(Protocol):
     """What ranking passages needs of the embedding model (CountedOpenVINOEmbeddings)."""
 
@@ -133,8 +139,7 @@ class RagChain:
 
     def search_query(self, request: ChatRequest) -> str:
         """The question, after the user turns before it that retrieval should also see."""
-        users = [m["content"] for m in request.messages if m["role"] == "user"]
-        return "\n".join(users[-1 - self.answer.history_turns :])
+        return "\n".join(request.user_turns[-1 - self.answer.history_turns :])
 
     def _answering(
         self, request: ChatRequest, chunks: list[Document], ranked: list[Passage]
@@ -144,7 +149,7 @@ class RagChain:
         question (or, for "And how many people work there?", the question before it) is about."""
         if not self.answer.require_answer_kind:
             return ranked
-        users = [m["content"] for m in request.messages if m["role"] == "user"]
+        users = request.user_turns
         need = answer_kind.need(request.question)
         about = answer_kind.subject(request.question, users[-2] if len(users) > 1 else "")
         by_document: dict[str, str] = {}  # what is known of each document: its title, its chunks found
@@ -264,6 +269,5 @@ class RagChain:
         ]
         regex = None
         if self.answer.mode == "extract" and passages:
-            best = passages[: self.answer.extract_choices]
-            regex = "|".join(_regex_literal(f"{p.text} [{n}]") for n, p in enumerate(best, start=1))
+            regex = extract_regex(passages, self.answer.extract_choices)
         return Prepared(sources, ids, messages, max_new_tokens, state["retrieval_ms"], regex=regex)

@@ -40,6 +40,11 @@ class ChatRequest:
         """The last user message: what retrieval searches for."""
         return self.messages[-1]["content"]
 
+    @property
+    def user_turns(self) -> list[str]:
+        """What the user said, in order: the question last (follow-ups read the turns before it)."""
+        return [m["content"] for m in self.messages if m["role"] == "user"]
+
 
 @dataclass(frozen=True)
 class StatusRequest:
