@@ -15,8 +15,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import openvino as ov
 import openvino_genai as ov_genai
@@ -189,6 +190,7 @@ class Engine:
         max_num_seqs: int,
         max_num_batched_tokens: int = 2048,
         prompt_lookup: PromptLookup | None = None,
+        plugin_config: Mapping[str, str] | None = None,
     ) -> None:
         scheduler = ov_genai.SchedulerConfig()
         scheduler.cache_size = kv_cache_gb
@@ -198,7 +200,9 @@ class Engine:
         scheduler.enable_prefix_caching = True
         self.prompt_lookup = prompt_lookup
         # GenAI turns prompt lookup on for the pipeline's lifetime; every request then needs its sizes.
-        properties = {"prompt_lookup": True} if prompt_lookup else {}
+        properties: dict[str, Any] = dict(plugin_config or {})
+        if prompt_lookup:
+            properties["prompt_lookup"] = True
         self.pipeline = ov_genai.ContinuousBatchingPipeline(
             str(model_path), scheduler, device, properties, tokenizer_properties=TOKENIZER_PROPERTIES
         )

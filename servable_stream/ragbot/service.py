@@ -50,6 +50,7 @@ class RagService:
             settings.max_num_seqs,
             settings.max_num_batched_tokens,
             settings.prompt_lookup,
+            settings.llm_plugin_config,
         )
         embeddings = CountedOpenVINOEmbeddings(
             settings.embedding_model_dir,

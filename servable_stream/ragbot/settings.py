@@ -95,6 +95,7 @@ class Settings:
     max_num_seqs: int
     max_num_batched_tokens: int
     prompt_lookup: PromptLookup | None  # None: off
+    llm_plugin_config: dict[str, str]
     docs_file: Path
     index_dir: Path
     index_lease_s: float
@@ -181,6 +182,7 @@ class Settings:
             max_num_seqs=number("MAX_NUM_SEQS", 64, 1, 4096, int),
             max_num_batched_tokens=number("MAX_NUM_BATCHED_TOKENS", 2048, 64, 1_000_000, int),
             prompt_lookup=cls._prompt_lookup(number, answer.mode),
+            llm_plugin_config=cls._plugin_config(env.get("LLM_PLUGIN_CONFIG", "")),
             docs_file=unresolved_path("DOCS_FILE", "docs.txt"),
             index_dir=path("RAG_INDEX_DIR", ".rag_index"),
             index_lease_s=number("RAG_INDEX_LEASE_S", 30.0, 1.0, 3600.0, float),
@@ -209,6 +211,24 @@ class Settings:
             max_ngram_size=number("MAX_NGRAM_SIZE", base.max_ngram_size, 1, 64, int),
             busy_sequences=number("PROMPT_LOOKUP_BUSY_SEQS", base.busy_sequences, 1, 4096, int),
         )
+
+    @staticmethod
+    def _plugin_config(raw: str) -> dict[str, str]:
+        """LLM_PLUGIN_CONFIG: OpenVINO properties for the LLM's device, a JSON object as in OVMS's
+        `plugin_config` (e.g. {"INFERENCE_PRECISION_HINT": "f32"}); the device checks the names."""
+        if not raw.strip():
+            return {}
+        try:
+            config = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"LLM_PLUGIN_CONFIG must be a JSON object: {exc}") from None
+        if isinstance(config, dict) and "prompt_lookup" in config:
+            raise ValueError("LLM_PLUGIN_CONFIG: set prompt lookup with PROMPT_LOOKUP, not prompt_lookup")
+        if not isinstance(config, dict) or not all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in config.values()
+        ):
+            raise ValueError(f"LLM_PLUGIN_CONFIG must map property names to strings or numbers, got {raw}")
+        return {name: str(value) for name, value in config.items()}
 
     @staticmethod
     def _answer_settings(env: Mapping[str, str], model_defaults: dict, text, number) -> AnswerSettings:

@@ -93,3 +93,35 @@ def test_prompt_lookup_is_set_in_the_environment(tiny_ir):
     assert (on.assistant_tokens, on.max_ngram_size) == (5, 2)
     with pytest.raises(ValueError, match="NUM_ASSISTANT_TOKENS must be between 1 and 64, got 0"):
         Settings.from_env(tiny_ir, {"PROMPT_LOOKUP": "1", "NUM_ASSISTANT_TOKENS": "0"})
+
+
+def test_plugin_config_is_read_from_the_environment(tiny_ir):
+    assert Settings.from_env(tiny_ir, {}).llm_plugin_config == {}
+    exact = '{"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}'
+    assert Settings.from_env(tiny_ir, {"LLM_PLUGIN_CONFIG": exact}).llm_plugin_config == {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
+    }
+    for raw, problem in (
+        ("{INFERENCE_PRECISION_HINT: f32}", "must be a JSON object"),
+        ('["f32"]', "must map property names to strings or numbers"),
+        ('{"PERF_COUNT": true}', "must map property names to strings or numbers"),
+        ('{"prompt_lookup": true}', "set prompt lookup with PROMPT_LOOKUP"),
+    ):
+        with pytest.raises(ValueError, match=f"LLM_PLUGIN_CONFIG.*{problem}"):
+            Settings.from_env(tiny_ir, {"LLM_PLUGIN_CONFIG": raw})
+
+
+def test_the_device_gets_the_plugin_config(tiny_ir):
+    """The properties reach the LLM's device: ones it knows compile and serve, one it does not know is
+    refused by name when the server starts."""
+    exact = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+    llm = engine_module.Engine(tiny_ir, "CPU", kv_cache_gb=1, max_num_seqs=8, plugin_config=exact)
+    try:
+        assert greedy(llm, PROMPTS[0]).generated_tokens == MAX_NEW
+    finally:
+        llm.stop()
+    with pytest.raises(Exception, match="NO_SUCH_PROPERTY"):
+        engine_module.Engine(
+            tiny_ir, "CPU", kv_cache_gb=1, max_num_seqs=8, plugin_config={"NO_SUCH_PROPERTY": "1"}
+        )

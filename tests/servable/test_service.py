@@ -38,6 +38,7 @@ def test_scheduler_settings_reach_the_engine(tmp_path: Path, monkeypatch: pytest
         "PROMPT_LOOKUP": "1",
         "NUM_ASSISTANT_TOKENS": "4",
         "MAX_NGRAM_SIZE": "2",
+        "LLM_PLUGIN_CONFIG": '{"PERFORMANCE_HINT": "LATENCY"}',
     }
     built: list[tuple] = []
 
@@ -49,7 +50,7 @@ def test_scheduler_settings_reach_the_engine(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(_Built):
         service.RagService(Settings.from_env(tmp_path, env))
     lookup = PromptLookup(assistant_tokens=4, max_ngram_size=2, busy_sequences=4)
-    assert built == [(tmp_path / "llm", "CPU", 3, 7, 512, lookup)]
+    assert built == [(tmp_path / "llm", "CPU", 3, 7, 512, lookup, {"PERFORMANCE_HINT": "LATENCY"})]
 
 
 class _Index:
