@@ -380,9 +380,9 @@ def tables(outcome: Outcome) -> tuple[list[Table], list[Target]]:
     found = targets(outcome)
     lookup, lookup_found = [], []
     if outcome.lookup is not None:
-        from bench import lookup as part9
+        from bench import lookup as part10
 
-        lookup, lookup_found = part9.tables(outcome.lookup, outcome.settings.streams)
+        lookup, lookup_found = part10.tables(outcome.lookup, outcome.settings.streams)
     return [
         generation_table(outcome), target_table(found), cpu_table(outcome), other_table(outcome),
         layer_table(outcome), *lookup,

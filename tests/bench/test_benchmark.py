@@ -132,25 +132,34 @@ def test_prompt_lookup_part_runs_alone_and_fills_its_rows(tmp_path: Path) -> Non
     rows = tables["Prompt-lookup decoding on RAG answers (part 10)"]
     assert rows[0] == ["System", "Streams", "TTFT p50 ms", "ITL p50 ms", "Decode tok/s", "Tok/s aggregate",
                        "Accepted"]  # fmt: skip
-    servable = [
-        f"servable + RAG, lookup {state}{mode}" for mode in ("", ", extract") for state in ("off", "on")
-    ]
-    expected = [(system, n) for system in servable[:2] for n in ("1", "2")]
-    expected += [("GenAI LLMPipeline, lookup off", "1"), ("GenAI LLMPipeline, lookup on", "1")]
-    expected += [(system, n) for system in servable[2:] for n in ("1", "2")]
+    expected = []
+    for mode, one_stream in ((", extract", ", extract, 3 choices"), ("", ", generate, f32")):
+        expected += [
+            (f"servable + RAG, lookup {state}{mode}", n) for state in ("off", "on") for n in ("1", "2")
+        ]
+        expected += [(f"GenAI LLMPipeline, lookup {state}{mode}", "1") for state in ("off", "on")]
+        expected += [(f"servable + RAG, lookup {state}{one_stream}", "1") for state in ("off", "on")]
     assert [(row[0], row[1]) for row in rows[1:]] == expected
     for row in rows[1:]:
         assert all(NUMBER.match(cell) for cell in row[2:6]), row
         # The servable with lookup reports its acceptance in end_signal; the others have none.
         assert row[6].endswith("%") if "servable" in row[0] and "lookup on" in row[0] else row[6] == "-", row
-    found = tables["Targets (issue 23, prompt lookup)"]
-    assert len(found) == 1 + 6
+    found = next(rows for title, rows in tables.items() if title.startswith("Targets (issue 23"))
+    assert len(found) == 1 + 4
+    assert [row[0].rpartition(" (")[2] for row in found[1:]] == ["extract)"] * 3 + ["extract, 3 choices)"]
     for row in found[1:]:
         assert row[3] in ("PASS", "MISS") and row[1] != "n/a", row
         if row[3] == "MISS":
             assert f"**{row[0]}** (MISS)" in markdown
+    generate = next(
+        rows for title, rows in tables.items() if title.startswith("The same measures in generate")
+    )
+    assert [row[0].rpartition(" (")[2] for row in generate[1:]] == ["generate)"] * 4 + [
+        "generate, f32)"
+    ] * 2 + ["off, the plugin's default precision)"]
+    assert all(row[1] != "n/a" for row in generate[1:]), generate
     differ = next(rows for title, rows in tables.items() if title.startswith("Greedy answers that differ"))
-    assert differ[0] == ["Question", "First differing token (answers re-tokenized)"]
+    assert differ[0] == ["Answers", "Question", "First differing token (answers re-tokenized)"]
 
 
 def test_bad_flags_name_the_problem() -> None:
