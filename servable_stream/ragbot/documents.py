@@ -8,7 +8,7 @@ decode. Whatever goes wrong with one entry or file becomes a `Failure` with the 
 A URL's last good version is kept with its validators (ETag, Last-Modified), and a URL's failure with
 its reason: both stand until `revalidate_urls()` (docs.txt edited, or every DOCS_REFRESH_S), so an edit
 of a local file costs no request; then the URL is asked again, conditionally, so an unchanged page is
-not downloaded again.
+not downloaded again. A URL docs.txt no longer lists is forgotten.
 """
 
 from __future__ import annotations
@@ -212,6 +212,14 @@ class Fetcher:
     def revalidate_urls(self) -> None:
         """Make the next load of every URL ask its server again (conditionally)."""
         self._revalidate_before = time.monotonic()
+
+    def forget_unlisted(self, entries: list[Entry]) -> None:
+        """Drop the last version and failure kept for URLs that docs.txt no longer lists: a page
+        holds its whole text, and a long-running server's list may change many times."""
+        listed = {entry.text for entry in entries}
+        for kept in (self._pages, self._errors):
+            for url in kept.keys() - listed:
+                del kept[url]
 
     def local_paths(self, docs_file: Path) -> Iterator[Path]:
         """The resolved local files and folders docs.txt lists inside the allowed roots, existing or

@@ -393,6 +393,7 @@ class IndexManager:
     def _load(self, entries: list) -> tuple[list[Document], list[Failure]]:
         documents: dict[str, Document] = {}
         failures: list[Failure] = []
+        self.fetcher.forget_unlisted(entries)
         for entry in entries:
             self._check_stopping()
             loaded, failed = self.fetcher.load_entry(entry)

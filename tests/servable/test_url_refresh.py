@@ -131,3 +131,21 @@ def test_a_local_edit_asks_no_url_and_a_docs_txt_edit_asks_them_conditionally(tm
         assert embeddings.texts == 3  # the kettle twice and the pier once
     finally:
         watcher.stop()
+
+
+def test_a_url_taken_off_docs_txt_is_forgotten(tmp_path: Path, model, site):
+    """Its kept version goes with it: listed again, it is downloaded whole, not asked conditionally."""
+    url = site.route("/pier-gone.txt", PIER, Content_Type="text/plain", ETag='"v1"')
+    (tmp_path / "notes.txt").write_text("The harbour office opens at eight.", encoding="utf-8")
+    index, _ = manager(tmp_path, model, [url, "notes.txt"])
+    index.refresh("start")
+    (tmp_path / "docs.txt").write_text("notes.txt\n", encoding="utf-8")
+    index.refresh("docs.txt changed")
+    assert text_of(index, url) == ""
+    (tmp_path / "docs.txt").write_text(f"{url}\nnotes.txt\n", encoding="utf-8")
+    index.fetcher.revalidate_urls()
+    status = index.refresh("docs.txt changed")
+    hits = [hit for hit in site.hits if hit.path == "/pier-gone.txt"]
+    assert [(hit.status, hit.body_bytes) for hit in hits] == [(200, len(PIER)), (200, len(PIER))]
+    assert "If-None-Match" not in hits[1].headers
+    assert PIER.decode() in text_of(index, url) and status["failures"] == []
