@@ -3,6 +3,7 @@ status request `{"status": true}`."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -40,9 +41,10 @@ class ChatRequest:
         """The last user message: what retrieval searches for."""
         return self.messages[-1]["content"]
 
-    @property
+    @functools.cached_property
     def user_turns(self) -> list[str]:
-        """What the user said, in order: the question last (follow-ups read the turns before it)."""
+        """What the user said, in order: the question last (follow-ups read the turns before it).
+        Computed once: retrieval's query and the answer-kind check both read it."""
         return [m["content"] for m in self.messages if m["role"] == "user"]
 
 
