@@ -58,7 +58,7 @@ VARIANTS = (
     Variant("generate", "generate", "", {}),
     Variant("generate, f32", "generate", ", generate, f32", {"LLM_PLUGIN_CONFIG": json.dumps(EXACT)}, False),
 )
-MODES = {v.name: v for v in VARIANTS}
+BY_NAME = {v.name: v for v in VARIANTS}
 SYSTEMS = tuple(
     f"{system}{v.suffix}"
     for v in VARIANTS
@@ -207,8 +207,9 @@ def in_turns(
 
 
 def measure(settings: Settings, attempt: Callable[..., bool]) -> LookupOutcome:
-    """Both servers at every number of streams, in turns, in each answer mode (extract answers end at
-    EOS); then GenAI at one stream on the same prompts, and the comparisons. `attempt(label, step,
+    """Both servers at every number of streams, in turns, for each variant (extract answers end at
+    EOS), GenAI with lookup taking its turn at one stream; then GenAI without lookup on the same
+    prompts, and the comparisons. `attempt(label, step,
     *args)` runs a step and records a failure (see cli._attempt)."""
     out = LookupOutcome()
     answers: dict[str, dict[str, RequestTiming]] = {}
@@ -221,7 +222,7 @@ def measure(settings: Settings, attempt: Callable[..., bool]) -> LookupOutcome:
         levels = settings.streams if v.all_streams else (1,)
         turns = GenAITurns(settings, v) if v.all_streams else None
         results, found = in_turns(settings, attempt, envs, levels, v.mode == "generate", turns)
-        out.results += results + ([turns.result()] if turns and turns.parts else [])
+        out.results += results + ([turns.finish()] if turns and turns.parts else [])
         answers |= found
 
     def answered(v: Variant) -> list[str]:
@@ -230,8 +231,9 @@ def measure(settings: Settings, attempt: Callable[..., bool]) -> LookupOutcome:
         return [q for q in QUESTIONS if q in off and q in on and on[q].extra["sources"]]
 
     def compare(tokenizer: ov_genai.Tokenizer, v: Variant) -> None:
-        found = Comparison(compared=len(answered(v)))
-        for question in answered(v):
+        questions = answered(v)
+        found = Comparison(compared=len(questions))
+        for question in questions:
             texts = [answers[f"{label}{v.suffix}"][question].extra["text"] for label in (OFF, ON)]
             token = first_difference(tokenizer, *texts)
             if token is not None:
@@ -263,7 +265,9 @@ class GenAITurns:
     sees the machine as they did."""
 
     def __init__(self, settings: Settings, v: Variant) -> None:
-        self.pipeline = ov_genai.LLMPipeline(str(settings.llm_dir), "CPU", prompt_lookup=True)
+        self.pipeline: ov_genai.LLMPipeline | None = ov_genai.LLMPipeline(
+            str(settings.llm_dir), "CPU", prompt_lookup=True
+        )
         self.tokenizer = self.pipeline.get_tokenizer()  # not another compiled model (see genai_off)
         self.settings, self.variant = settings, v
         self.parts: list[GenerationResult] = []
@@ -280,7 +284,10 @@ class GenAITurns:
             )
         )
 
-    def result(self) -> GenerationResult:
+    def finish(self) -> GenerationResult:
+        """The turns' result; the pipeline is let go, as another compiled model in this process would
+        slow down the next one."""
+        self.pipeline = None
         return GenerationResult.combine(self.parts)
 
 
@@ -299,10 +306,10 @@ def tables(out: LookupOutcome, streams: tuple[int, ...]) -> tuple[list[report.Ta
             rate = f"{s['acceptance_rate']:.0%}" if "acceptance_rate" in s else "-"
             cells = [report._num(s[k]) for k in ("ttft_p50", "itl_p50", "decode_tps", "aggregate_tps")]
             rows.append([system, str(n), *cells, rate])
-    found = [check(out, streams, MODES["extract"], goal) for goal in GOALS[:3]]
-    found.append(check(out, streams, MODES["extract, 3 choices"], GOALS[3]))
-    generate = [check(out, streams, MODES["generate"], goal) for goal in GOALS]
-    exact = MODES["generate, f32"]
+    found = [check(out, streams, BY_NAME["extract"], goal) for goal in GOALS[:3]]
+    found.append(check(out, streams, BY_NAME["extract, 3 choices"], GOALS[3]))
+    generate = [check(out, streams, BY_NAME["generate"], goal) for goal in GOALS]
+    exact = BY_NAME["generate, f32"]
     generate += [check(out, streams, exact, goal) for goal in (GOALS[0], GOALS[3])]
     generate.append(
         report._check(
