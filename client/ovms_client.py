@@ -370,26 +370,32 @@ class OvmsClient:
         # finds every live replica ready and round_robin starts at a random one of them.
         self._health = self.connect()
 
-    def connect(self) -> grpcclient.InferenceServerClient:
-        """A tritonclient client on a new channel to the target, balanced by round_robin."""
-        return grpcclient.InferenceServerClient(self.target, channel_args=CHANNEL_ARGS)
+    def connect(self, fresh: bool = False) -> grpcclient.InferenceServerClient:
+        """A tritonclient client on a new channel to the target, balanced by round_robin. Channels
+        share their connections (gRPC's global subchannel pool), and with them the reconnect backoff
+        of a replica that was down; a `fresh` channel has connections of its own, opened now."""
+        args = CHANNEL_ARGS + [("grpc.use_local_subchannel_pool", 1)] if fresh else CHANNEL_ARGS
+        return grpcclient.InferenceServerClient(self.target, channel_args=args)
 
     def status(self) -> ServerStatus:
         """Ask ServerLive and ModelReady (of one ready replica); never raises."""
         live = ready = False
         for attempt in range(2):
+            # No replica was reachable: the shared connections may be waiting out their reconnect
+            # backoff (up to 2 s) after the server came back; a fresh channel asks the server now.
+            client = self._health if attempt == 0 else self.connect(fresh=True)
             try:
-                live = self._health.is_server_live(client_timeout=STATUS_TIMEOUT_S)
-                ready = live and self._health.is_model_ready(self.model_name, client_timeout=STATUS_TIMEOUT_S)
+                live = client.is_server_live(client_timeout=STATUS_TIMEOUT_S)
+                ready = live and client.is_model_ready(self.model_name, client_timeout=STATUS_TIMEOUT_S)
             except InferenceServerException as error:
                 if _has_status(error, "DEADLINE_EXCEEDED"):
                     message = f"Server at {self.url} is busy: no answer to a health check in time."
                     return ServerStatus(True, False, message, busy=True)
-            if live or attempt:
+            finally:
+                if client is not self._health:
+                    client.close()
+            if live:
                 break
-            # No replica was reachable: the channel waits out its reconnect backoff; a new one does not.
-            # (The old one closes once no other thread uses it.)
-            self._health = self.connect()
         if not live:
             return ServerStatus(False, False, f"Server at {self.url} is not reachable.")
         if not ready:
@@ -470,7 +476,8 @@ class AnswerStream:
             if self._cancelled:
                 return
             self._responses = queue.Queue()
-            self._client = self._owner.connect()
+            # The retry opens connections of its own: the shared ones may be backing off a replica.
+            self._client = self._owner.connect(fresh=self.attempts > 1)
             self._client.start_stream(callback=functools.partial(self._on_response, self._responses))
             self._client.async_stream_infer(self._owner.model_name, [make_input(self._request_text)])
 
