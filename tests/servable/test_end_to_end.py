@@ -178,7 +178,10 @@ def test_the_index_status_comes_through_the_graph(server, copy, site):
     # An edit of docs.txt asks its URLs again: the slow one holds the rebuild for FETCH_TIMEOUT_S.
     copy.write_docs([*ENTRIES, site.url("/missing.txt"), site.url("/slow.txt"), "# asked again"])
     building = wait_for(lambda: index_status(server)["building"], LIVENESS_S, interval=0.05)
-    assert building and building["reason"].endswith("event") and building["started_at"], building
+    # The file event usually reports the save; under load, the 1 s poll can notice it first.
+    reason = building and building["reason"]
+    assert reason and (reason.endswith("event") or reason == "docs.txt content changed (poll)"), building
+    assert building["started_at"], building
     assert wait_for(lambda: index_status(server)["building"] is None, LIVENESS_S)
 
 
