@@ -34,6 +34,8 @@ LEASE_S = 2.0
 BULK_FILES, BULK_CHARS = 60, 5000
 # Sequences one replica generates at once: the questions beyond wait in its pipeline, with no text yet.
 RUNNING = 2
+# Rounds of the SIGKILL-under-load test before it gives up on seeing a question asked again.
+KILL_ROUNDS = 3
 
 
 @dataclass
@@ -180,17 +182,31 @@ def test_sixteen_conversations_spread_over_the_replicas(replicas):
     assert sum(spread) == len(answered) and all(count > 0 for count in spread), spread
 
 
-def test_a_replica_killed_under_load_loses_no_question_that_had_not_started(replicas):
+@dataclass
+class KillUnderLoad:
+    """What the questions of one round met when a replica was SIGKILLed under load."""
+
+    questions: int
+    retried: int
+    lost_before_text: int
+    broken_after_text: list[str]
+
+
+def kill_a_replica_under_load(replicas: Replicas) -> KillUnderLoad:
     servers = replicas.alive()
     client = replicas.client()
-    victims: list[OvmsServer] = []
 
     def kill_when_busy() -> None:
-        # The first replica seen with questions waiting in its pipeline is killed: they have shown
-        # nothing and must be asked again.
+        # The first replica seen with questions waiting in its pipeline (shown nothing, so they must
+        # be asked again) is killed at once, before any other replica is scraped.
+        victims: list[OvmsServer] = []
+
         def busy() -> bool:
-            victims.extend(s for s in servers if metrics(s).get("rag_llm_active_requests", 0) > RUNNING)
-            return bool(victims)
+            victim = next(
+                (s for s in servers if metrics(s).get("rag_llm_active_requests", 0) > RUNNING), None
+            )
+            victims.extend([victim] if victim else [])
+            return victim is not None
 
         wait_until(busy, "questions wait on a replica")
         victims[0].process.send_signal(signal.SIGKILL)
@@ -199,26 +215,34 @@ def test_a_replica_killed_under_load_loses_no_question_that_had_not_started(repl
     # Answers of a known length (no early end of the random-weight model) keep the queues there.
     conversations = run_conversations(client, max_new_tokens=96, during=kill_when_busy, ignore_eos=True)
     answered = [events for c in conversations for events in c.events]
-    lost_before_text = [
-        events
-        for events in answered
-        if isinstance(events[-1], StreamError) and not any(isinstance(e, TextPiece) for e in events)
-    ]
-    retried = sum(c.retried for c in conversations)
-    broken_after_text = [
-        events[-1].message
-        for events in answered
-        if isinstance(events[-1], StreamError) and any(isinstance(e, TextPiece) for e in events)
-    ]
-    print(
-        f"SIGKILL under load: {len(answered)} questions, {len(broken_after_text)} broken after text "
-        f"({set(broken_after_text)}), {retried} asked again, {len(lost_before_text)} lost before text"
-    )
-    assert lost_before_text == [] and retried > 0
-    assert all("lost during the answer" in message for message in broken_after_text)
     assert all(isinstance(events[-1], EndSignal | StreamError) for events in answered)
+    failed = [events for events in answered if isinstance(events[-1], StreamError)]
     after = run_conversations(client, max_new_tokens=8)
     assert all(isinstance(events[-1], EndSignal) for c in after for events in c.events), "the dead is skipped"
+    return KillUnderLoad(
+        questions=len(answered),
+        retried=sum(c.retried for c in conversations),
+        lost_before_text=sum(not any(isinstance(e, TextPiece) for e in events) for events in failed),
+        broken_after_text=[
+            events[-1].message for events in failed if any(isinstance(e, TextPiece) for e in events)
+        ],
+    )
+
+
+def test_a_replica_killed_under_load_loses_no_question_that_had_not_started(replicas):
+    # A waiting question may start between the scrape that saw it and the kill (a loaded machine is
+    # slow to send the signal); then no question is asked again. Such a round proves nothing, so
+    # another replica takes its place and the round is run again.
+    for round_number in range(1, KILL_ROUNDS + 1):
+        if round_number > 1:
+            replicas.start(1)
+        outcome = kill_a_replica_under_load(replicas)
+        print(f"SIGKILL under load, round {round_number}: {outcome}")
+        assert outcome.lost_before_text == 0, outcome
+        assert all("lost during the answer" in message for message in outcome.broken_after_text), outcome
+        if outcome.retried > 0:
+            break
+    assert outcome.retried > 0, f"no question waited on the killed replica in {KILL_ROUNDS} rounds"
 
 
 def lock_holder(copy: ServableCopy) -> int | None:
