@@ -202,11 +202,11 @@ def kill_a_replica_under_load(replicas: Replicas) -> KillUnderLoad:
         victims: list[OvmsServer] = []
 
         def busy() -> bool:
-            victim = next(
-                (s for s in servers if metrics(s).get("rag_llm_active_requests", 0) > RUNNING), None
-            )
-            victims.extend([victim] if victim else [])
-            return victim is not None
+            for server in servers:
+                if metrics(server).get("rag_llm_active_requests", 0) > RUNNING:
+                    victims.append(server)
+                    return True
+            return False
 
         wait_until(busy, "questions wait on a replica")
         victims[0].process.send_signal(signal.SIGKILL)
