@@ -34,27 +34,41 @@ def chat_prompt(tokenizer: ov_genai.Tokenizer, question: str, context: str = "")
     return tokenizer.apply_chat_template(turns, add_generation_prompt=True)
 
 
-def record_outputs(handle: ov_genai.GenerationHandle, timing: RequestTiming, stamp: float) -> None:
-    """Note the tokens a step gave `handle` as arriving at `stamp`."""
+def silent_tokens(tokenizer: ov_genai.Tokenizer) -> frozenset[int]:
+    """The tokens that make no text in an answer: the end of sequence."""
+    return frozenset({tokenizer.get_eos_token_id()})
+
+
+def record_outputs(
+    handle: ov_genai.GenerationHandle, timing: RequestTiming, stamp: float, silent: frozenset[int]
+) -> None:
+    """Note the tokens a step gave `handle` as arriving at `stamp` (see TokenClock for `silent`)."""
     while handle.can_read():
         for output in handle.read().values():
-            if output.generated_ids:
+            ids = output.generated_ids
+            if ids and not silent.issuperset(ids):
                 timing.arrivals.append(stamp)
-                timing.tokens += len(output.generated_ids)
+            timing.tokens += len(ids)
 
 
 class TokenClock(ov_genai.StreamerBase):
-    """Streamer that records when each generated token comes out of the pipeline."""
+    """Streamer that records when each generated token comes out of the pipeline.
 
-    def __init__(self, timing: RequestTiming) -> None:
+    Tokens in `silent` (the end of sequence) make no text: they are counted, but a step that gives
+    only them is no arrival, as the servable sends no piece for them (so both systems' decode window
+    ends at the last text)."""
+
+    def __init__(self, timing: RequestTiming, silent: frozenset[int]) -> None:
         super().__init__()
         self.timing = timing
+        self.silent = silent
 
     def write(self, token) -> ov_genai.StreamingStatus:
-        count = len(token) if isinstance(token, list) else 1
+        tokens = token if isinstance(token, list) else [token]
         stamp = now()
-        self.timing.arrivals.append(stamp)
-        self.timing.tokens += count
+        if not self.silent.issuperset(tokens):
+            self.timing.arrivals.append(stamp)
+        self.timing.tokens += len(tokens)
         return ov_genai.StreamingStatus.RUNNING
 
     def end(self) -> None:
@@ -88,6 +102,7 @@ class GenAI:
             else:
                 self._pipeline = ov_genai.LLMPipeline(self.model, "CPU")
             self.tokenizer = self._pipeline.get_tokenizer()
+            self.silent = silent_tokens(self.tokenizer)
             warm = chat_prompt(self.tokenizer, "Hello")
             if batching:
                 self._pipeline.generate([warm], [generation_config(4)])
@@ -134,7 +149,7 @@ class GenAI:
     def _plain(self, pipeline: ov_genai.LLMPipeline, question: str, context: str = "") -> RequestTiming:
         prompt = chat_prompt(self.tokenizer, question, context)
         timing = self._timing(prompt)
-        pipeline.generate(prompt, self.config, TokenClock(timing))
+        pipeline.generate(prompt, self.config, TokenClock(timing, self.silent))
         timing.end = timing.end or now()
         return timing
 
@@ -163,7 +178,7 @@ class GenAI:
             pipeline.step()
             stamp = now()
             for stream, (handle, timing) in list(active.items()):
-                record_outputs(handle, timing, stamp)
+                record_outputs(handle, timing, stamp, self.silent)
                 if handle.get_status() != ov_genai.GenerationStatus.RUNNING:
                     timing.end = stamp
                     done.append(timing)

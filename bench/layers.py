@@ -15,7 +15,7 @@ from pathlib import Path
 import openvino_genai as ov_genai
 from langchain_core.messages import HumanMessage
 
-from bench.genai import chat_prompt, record_outputs
+from bench.genai import chat_prompt, record_outputs, silent_tokens
 from bench.settings import SERVABLE_DIR, servable_on_path
 from bench.timing import GenerationResult, RequestTiming, now
 
@@ -76,9 +76,10 @@ class Layers:
         timing = RequestTiming(start=now(), extra={"prompt_tokens": int(ids.get_shape()[-1])})
         self._next_id += 1
         handle = pipeline.add_request(self._next_id, ids, self._config())
+        silent = silent_tokens(self.engine.tokenizer)
         while handle.get_status() == ov_genai.GenerationStatus.RUNNING:
             pipeline.step()
-            record_outputs(handle, timing, now())
+            record_outputs(handle, timing, now(), silent)
         timing.end = now()
         for _ in range(CLEANUP_STEPS):  # the pipeline lets go of a finished request in these
             pipeline.step()

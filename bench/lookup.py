@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import openvino_genai as ov_genai
 
 from bench import report
-from bench.genai import TokenClock, generation_config
+from bench.genai import TokenClock, generation_config, silent_tokens
 from bench.servable import ServerBench
 from bench.settings import QUERIES, Settings, servable_on_path
 from bench.timing import CpuMeter, GenerationResult, RequestTiming, now
@@ -156,10 +156,11 @@ def run_genai(
     if warm_up:
         pipeline.generate(prompts[0].text, config(prompts[0]))
     requests = []
+    silent = silent_tokens(pipeline.get_tokenizer())
     with CpuMeter() as cpu:
         for prompt in prompts:
             timing = RequestTiming(start=now())
-            pipeline.generate(prompt.text, config(prompt), TokenClock(timing))
+            pipeline.generate(prompt.text, config(prompt), TokenClock(timing, silent))
             timing.end = timing.end or now()
             requests.append(timing)
     return GenerationResult(label, 1, requests, cpu_s=cpu.used)
