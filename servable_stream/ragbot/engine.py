@@ -292,15 +292,17 @@ class Engine:
         self, input_ids, config: ov_genai.GenerationConfig, arrival: Arrival | None = None
     ) -> Generation:
         """Queue a request; the stepping thread picks it up at its next step. With prompt lookup, a
-        request that comes while PromptLookup.busy_sequences or more run gets one assistant token
-        (GenAI keeps a request's count to its end)."""
+        request that comes while PromptLookup.busy_sequences or more others run or are being prepared
+        (a burst of questions: they join within a step or two) gets one assistant token (GenAI keeps
+        a request's count to its end)."""
         generation = Generation(self, next(self._ids), int(input_ids.get_shape()[-1]))
         try:
             with self._cond:
                 if self._stopping:
                     raise RuntimeError("the server is shutting down; no new generations")
                 if self.prompt_lookup:
-                    if len(self._active) >= self.prompt_lookup.busy_sequences:
+                    load = len(self._active) + len(self._arrivals - {arrival})
+                    if load >= self.prompt_lookup.busy_sequences:
                         config.num_assistant_tokens = 1
                     generation.assistant_tokens = config.num_assistant_tokens
                 generation.handle = self.pipeline.add_request(generation.request_id, input_ids, config)

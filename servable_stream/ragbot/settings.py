@@ -66,10 +66,10 @@ class PromptLookup:
     """Prompt-lookup decoding (GenAI's `prompt_lookup`): each step proposes up to `assistant_tokens`
     tokens that follow the last `max_ngram_size` tokens where they occur in the prompt, and the model
     verifies them in the same step. GenAI verifies all `assistant_tokens` slots of every sequence
-    each step, matched or not, so while `busy_sequences` or more run (compute-bound), a new request
-    gets one (the fewest GenAI allows)."""
+    each step, matched or not, so while `busy_sequences` or more others run or are being prepared
+    (compute-bound), a new request gets one (the fewest GenAI allows)."""
 
-    assistant_tokens: int = 3
+    assistant_tokens: int = 8
     max_ngram_size: int = 3
     busy_sequences: int = 4
 

@@ -11,6 +11,8 @@ from prometheus_client import REGISTRY
 from ragbot import engine as engine_module
 from ragbot.settings import PromptLookup, Settings
 
+from tests.conftest import wait_until
+
 MAX_NEW = 40
 # Prompts that repeat themselves, so the n-grams of the answer (a random model's greedy answer falls
 # into loops) are found in them and some proposals are accepted.
@@ -79,8 +81,24 @@ def test_a_request_that_comes_while_the_engine_is_busy_gets_one_assistant_token(
         second = greedy(lookup_engine, PROMPTS[1])  # while the first runs
     finally:
         first.cancel()
-    assert (first.assistant_tokens, second.assistant_tokens) == (3, 1)
+    assert (first.assistant_tokens, second.assistant_tokens) == (PromptLookup().assistant_tokens, 1)
     assert second.lookup()["proposed_tokens"] == second.decode_steps
+
+
+def test_requests_being_prepared_count_as_busy(lookup_engine, monkeypatch):
+    # A burst of questions: the first one submitted is not alone once the others are prepared.
+    monkeypatch.setattr(lookup_engine, "prompt_lookup", PromptLookup(busy_sequences=1))
+    config = lookup_engine.generation_config(4, 0.0, 1.0, None, True)
+    alone = lookup_engine.submit(lookup_engine.encode(PROMPTS[0]), config, lookup_engine.expect())
+    "".join(alone.pieces())
+    wait_until(lambda: not lookup_engine.active_count(), "the first request left the engine")
+    other, own = lookup_engine.expect(), lookup_engine.expect()
+    try:
+        in_burst = lookup_engine.submit(lookup_engine.encode(PROMPTS[1]), config, own)
+    finally:
+        other.close()
+    "".join(in_burst.pieces())
+    assert (alone.assistant_tokens, in_burst.assistant_tokens) == (PromptLookup().assistant_tokens, 1)
 
 
 def test_prompt_lookup_is_set_in_the_environment(tiny_ir):
