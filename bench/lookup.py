@@ -141,13 +141,15 @@ def run_genai(
     warm_up: bool = True,
 ) -> GenerationResult:
     """GenAI's plain pipeline (one stream) on `prompts`, with GenAI's prompt lookup at the servable's
-    default sizes or without; held to extract mode's passages (and so ending at EOS) where they are."""
+    default sizes for the answer mode or without; held to extract mode's passages (and so ending at
+    EOS) where they are."""
 
     def config(prompt: RagPrompt) -> ov_genai.GenerationConfig:
         config = generation_config(max_new_tokens)
         if lookup:
-            config.num_assistant_tokens = PromptLookup().assistant_tokens
-            config.max_ngram_size = PromptLookup().max_ngram_size
+            sizes = PromptLookup.for_mode("extract" if prompt.regex else "generate")
+            config.num_assistant_tokens = sizes.assistant_tokens
+            config.max_ngram_size = sizes.max_ngram_size
         if prompt.regex:
             config.ignore_eos = False
             config.structured_output_config = ov_genai.StructuredOutputConfig(regex=prompt.regex)

@@ -73,6 +73,13 @@ class PromptLookup:
     max_ngram_size: int = 3
     busy_sequences: int = 4
 
+    @classmethod
+    def for_mode(cls, mode: str) -> PromptLookup:
+        """The default sizes for an answer mode, as measured (bench/NOTES.md): an extract-mode answer
+        is a copied passage, so many slots pay; a generate-mode answer copies few words, and three
+        slots already cost about what they save."""
+        return cls() if mode == "extract" else cls(assistant_tokens=3)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -203,7 +210,7 @@ class Settings:
     def _prompt_lookup(number, mode: str) -> PromptLookup | None:
         """PROMPT_LOOKUP (1/0; by default on in extract mode, whose answers are copied passages, off in
         generate mode: bench/NOTES.md) and its sizes; GenAI needs at least one of each."""
-        base = PromptLookup()
+        base = PromptLookup.for_mode(mode)
         if number("PROMPT_LOOKUP", int(mode == "extract"), 0, 1, int) == 0:
             return None
         return PromptLookup(

@@ -105,6 +105,8 @@ def test_prompt_lookup_is_set_in_the_environment(tiny_ir):
     # By default on in extract mode (SmolLM2's, in models.json), off in generate mode: bench/NOTES.md.
     assert Settings.from_env(tiny_ir, {}).prompt_lookup == PromptLookup()
     assert Settings.from_env(tiny_ir, {"ANSWER_MODE": "generate"}).prompt_lookup is None
+    generate = Settings.from_env(tiny_ir, {"ANSWER_MODE": "generate", "PROMPT_LOOKUP": "1"}).prompt_lookup
+    assert (PromptLookup().assistant_tokens, generate.assistant_tokens) == (8, 3)
     assert Settings.from_env(tiny_ir, {"ANSWER_MODE": "extract", "PROMPT_LOOKUP": "0"}).prompt_lookup is None
     env = {"PROMPT_LOOKUP": "1", "NUM_ASSISTANT_TOKENS": "5", "MAX_NGRAM_SIZE": "2"}
     on = Settings.from_env(tiny_ir, env).prompt_lookup
