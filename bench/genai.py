@@ -39,24 +39,26 @@ def silent_tokens(tokenizer: ov_genai.Tokenizer) -> frozenset[int]:
     return frozenset({tokenizer.get_eos_token_id()})
 
 
+def note_tokens(timing: RequestTiming, ids: list[int], stamp: float, silent: frozenset[int]) -> None:
+    """Count the tokens a step gave as arriving at `stamp`. Tokens in `silent` (the end of sequence)
+    make no text: a step that gives only them is no arrival, as the servable sends no piece for them
+    (so both systems' decode window ends at the last text)."""
+    if ids and not silent.issuperset(ids):
+        timing.arrivals.append(stamp)
+    timing.tokens += len(ids)
+
+
 def record_outputs(
     handle: ov_genai.GenerationHandle, timing: RequestTiming, stamp: float, silent: frozenset[int]
 ) -> None:
-    """Note the tokens a step gave `handle` as arriving at `stamp` (see TokenClock for `silent`)."""
+    """Note the tokens a step gave `handle` as arriving at `stamp` (see `note_tokens`)."""
     while handle.can_read():
         for output in handle.read().values():
-            ids = output.generated_ids
-            if ids and not silent.issuperset(ids):
-                timing.arrivals.append(stamp)
-            timing.tokens += len(ids)
+            note_tokens(timing, output.generated_ids, stamp, silent)
 
 
 class TokenClock(ov_genai.StreamerBase):
-    """Streamer that records when each generated token comes out of the pipeline.
-
-    Tokens in `silent` (the end of sequence) make no text: they are counted, but a step that gives
-    only them is no arrival, as the servable sends no piece for them (so both systems' decode window
-    ends at the last text)."""
+    """Streamer that records when each generated token comes out of the pipeline (see `note_tokens`)."""
 
     def __init__(self, timing: RequestTiming, silent: frozenset[int]) -> None:
         super().__init__()
@@ -64,11 +66,7 @@ class TokenClock(ov_genai.StreamerBase):
         self.silent = silent
 
     def write(self, token) -> ov_genai.StreamingStatus:
-        tokens = token if isinstance(token, list) else [token]
-        stamp = now()
-        if not self.silent.issuperset(tokens):
-            self.timing.arrivals.append(stamp)
-        self.timing.tokens += len(tokens)
+        note_tokens(self.timing, token if isinstance(token, list) else [token], now(), self.silent)
         return ov_genai.StreamingStatus.RUNNING
 
     def end(self) -> None:
