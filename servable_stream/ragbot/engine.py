@@ -301,6 +301,7 @@ class Engine:
                 if self._stopping:
                     raise RuntimeError("the server is shutting down; no new generations")
                 if self.prompt_lookup:
+                    self._drop_stale_arrivals()
                     load = len(self._active) + len(self._arrivals - {arrival})
                     if load >= self.prompt_lookup.busy_sequences:
                         config.num_assistant_tokens = 1
@@ -365,11 +366,15 @@ class Engine:
                             metrics.ACTIVE_REQUESTS.dec()
                     self._cleanup = CLEANUP_STEPS
 
-    def _make_room_for_arrivals(self) -> None:
-        """Wait (releasing the GIL) while requests are being prepared, up to ARRIVAL_WAIT_S."""
+    def _drop_stale_arrivals(self) -> None:
+        """Forget arrivals dropped unclosed more than ARRIVAL_MAX_AGE_S ago (under `_cond`)."""
         now = time.monotonic()
         self._arrivals = {a for a in self._arrivals if now - a.opened < ARRIVAL_MAX_AGE_S}
-        deadline = now + ARRIVAL_WAIT_S
+
+    def _make_room_for_arrivals(self) -> None:
+        """Wait (releasing the GIL) while requests are being prepared, up to ARRIVAL_WAIT_S."""
+        self._drop_stale_arrivals()
+        deadline = time.monotonic() + ARRIVAL_WAIT_S
         while self._arrivals and not self._stopping:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -101,6 +101,17 @@ def test_requests_being_prepared_count_as_busy(lookup_engine, monkeypatch):
     assert (alone.assistant_tokens, in_burst.assistant_tokens) == (PromptLookup().assistant_tokens, 1)
 
 
+def test_an_arrival_dropped_unclosed_stops_counting_as_busy(lookup_engine, monkeypatch):
+    monkeypatch.setattr(lookup_engine, "prompt_lookup", PromptLookup(busy_sequences=1))
+    monkeypatch.setattr(engine_module, "ARRIVAL_MAX_AGE_S", 0.0)  # every arrival is already stale
+    wait_until(lambda: not lookup_engine.active_count(), "the engine is idle")
+    lookup_engine.expect()  # e.g. a request whose generator was discarded before it started
+    config = lookup_engine.generation_config(4, 0.0, 1.0, None, True)
+    generation = lookup_engine.submit(lookup_engine.encode(PROMPTS[0]), config)
+    "".join(generation.pieces())
+    assert generation.assistant_tokens == PromptLookup().assistant_tokens
+
+
 def test_prompt_lookup_is_set_in_the_environment(tiny_ir):
     # By default on in extract mode (SmolLM2's, in models.json), off in generate mode: bench/NOTES.md.
     assert Settings.from_env(tiny_ir, {}).prompt_lookup == PromptLookup()
