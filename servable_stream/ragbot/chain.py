@@ -14,6 +14,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessageChunk, BaseMessage, convert_to_messages
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
+from numpy.typing import ArrayLike
 
 from . import answer_kind, grounding
 from .chat_model import OpenVINOChatModel
@@ -67,7 +68,7 @@ class PassageEmbeddings(Protocol):
 
     def embed_query(self, text: str) -> list[float]: ...
 
-    def embed_passages(self, texts: list[str]) -> list[list[float]]: ...
+    def embed_passages(self, texts: list[str]) -> ArrayLike: ...
 
 
 class RagChain:

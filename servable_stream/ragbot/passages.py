@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from langchain_core.documents import Document
+from numpy.typing import ArrayLike
 
 from .grounding import stem
 
@@ -80,7 +81,7 @@ def rank(
     query: str,
     chunks: list[Document],
     embed_query: Callable[[str], list[float]],
-    embed_passages: Callable[[list[str]], list[list[float]]],
+    embed_passages: Callable[[list[str]], ArrayLike],
     size: int,
     lexical_weight: float,
 ) -> list[Passage]:
