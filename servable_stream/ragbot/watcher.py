@@ -91,7 +91,8 @@ class DocsWatcher:
     Changes are noticed by file-system events (watchdog) and, for bind mounts where events do not
     arrive, by comparing every `poll_s` seconds docs.txt's content and the size, time and inode of
     the listed files (0 turns polling off; events can be turned off too). Events within `debounce_s`
-    of each other make one rebuild, so a burst of copied files makes a few rebuilds, not one each. An
+    of each other make one rebuild, so a burst of copied files makes a few rebuilds, not one each; a
+    change a poll finds while an event's request waits out its debounce joins that request. An
     event of docs.txt rebuilds only when its content changed since the last rebuild. Rebuilds never
     overlap. A symbolic link is followed at each read: a swap of the link in its folder is an event,
     an edit of the linked file elsewhere is noticed by polling.
@@ -249,8 +250,9 @@ class DocsWatcher:
                 if self._stopping:
                     return
                 due, reason, documents = self._due, self._reason, self._documents_changed
-                if due is not None and time.monotonic() >= due:
-                    self._due, self._documents_changed = None, False
+                waiting = due is not None  # a request waits out its debounce
+                if waiting and time.monotonic() >= due:
+                    self._due, self._documents_changed, waiting = None, False, False
                 else:
                     due, documents = None, False
             if self._refresh_s and time.monotonic() >= next_refresh:
@@ -263,6 +265,10 @@ class DocsWatcher:
                     due, reason = time.monotonic(), "docs.txt content changed (poll)"
                 elif due is None and self._scan() != self._seen_files:
                     due, reason, documents = time.monotonic(), "listed documents changed (poll)", True
+                if waiting and due is not None:  # the change joins the waiting request: one rebuild
+                    with self._cond:
+                        self._documents_changed |= documents
+                    due, documents = None, False
             if due is None:
                 continue
             current = _fingerprint(self.docs_file)

@@ -119,6 +119,28 @@ def test_polling_notices_changes_without_file_events(tmp_path: Path, monkeypatch
         watcher.stop()
 
 
+def test_a_change_polled_while_a_request_waits_out_its_debounce_joins_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """An edit's events and the next poll make one rebuild, not one at the poll and another when the
+    debounce ends (the second with nothing left to change)."""
+    docs, rebuilds, watcher = watched(tmp_path, monkeypatch, debounce_s=3600, poll_s=0.02, use_events=False)
+    watcher.start()
+    try:
+        watcher.request("modified event")  # as the edit's file event does, before the edit lands
+        docs.write_text("a.md\nc.md\n", encoding="utf-8")
+        polled = len(rebuilds.reads)
+        # the watcher polls on one thread: once a second poll has read, the first one's outcome is in
+        wait_until(lambda: len(rebuilds.reads) >= polled + 2, "two polls of the edited docs.txt")
+        assert rebuilds.reasons == []
+        watcher.request("modified event", delay=0.0)  # the debounce is over
+        wait_until(lambda: rebuilds.reasons, "the rebuild")
+        assert rebuilds.reasons == ["modified event"]
+        assert rebuilds.seen == [digest("a.md\nc.md\n")]
+    finally:
+        watcher.stop()
+
+
 def test_reading_docs_txt_does_not_wake_the_watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Reads (the watcher's own fingerprint, the rebuild's, any reader's) make opened/closed_no_write
     events only, which ask for nothing. File events arrive in order, so once a later write has
