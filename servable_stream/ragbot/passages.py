@@ -62,15 +62,23 @@ def terms(text: str) -> set[str]:
 
 def windows(chunks: list[Document], size: int) -> list[tuple[str, dict]]:
     """Every run of `size` consecutive sentences of each chunk (a shorter chunk is one window) that
-    does not open with a question; a window found in two overlapping chunks is kept once."""
+    does not open with a question, cut before a question that follows; a window found in two
+    overlapping chunks is kept once. A question the document asks (an FAQ's) belongs to the answer
+    after it: in the window before, its words would rank that window for questions it does not
+    answer, and an extract-mode answer could copy it."""
     seen: set[str] = set()
     found = []
     for chunk in chunks:
         parts = sentences(chunk.page_content)
-        for start in range(max(1, len(parts) - size + 1)):
-            if parts[start].endswith("?") and start + 1 < len(parts):
-                continue  # a question the document asks (an FAQ's): its answer starts the next window
-            text = " ".join(parts[start : start + size])
+        for start, sentence in enumerate(parts):
+            if sentence.endswith("?") and start + 1 < len(parts):
+                continue  # its answer starts the next window
+            end = start + 1
+            while end < min(start + size, len(parts)) and not parts[end].endswith("?"):
+                end += 1
+            if end - start < size and end == len(parts) and start and not parts[start - 1].endswith("?"):
+                break  # the chunk's tail, which the window before holds
+            text = " ".join(parts[start:end])
             if text and text not in seen:
                 seen.add(text)
                 found.append((text, chunk.metadata))

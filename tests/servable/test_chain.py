@@ -19,6 +19,7 @@ from ragbot import metrics
 from ragbot.chain import NO_PASSAGE, RagChain, neutralize
 from ragbot.chat_model import OpenVINOChatModel
 from ragbot.engine import Engine
+from ragbot.passages import windows
 from ragbot.request import parse_request
 from ragbot.settings import AnswerSettings
 
@@ -103,6 +104,20 @@ def test_passages_are_windows_of_sentences_ranked_by_the_question(chat_model):
     assert len(prepared.sources) == 4 and all(
         a["score"] >= b["score"] for a, b in itertools.pairwise(prepared.sources)
     )
+
+
+def test_a_question_the_document_asks_stays_with_its_answer():
+    # An FAQ: the next entry's question shares the words of a user's question, not its answer.
+    text = (
+        "Can I return a drone? Yes. Drones can be returned within 45 days. Does the HT-7 fly in the "
+        "rain? Light rain is fine. It stays docked in snow."
+    )
+    found = [window for window, _ in windows(docs(text), 3)]
+    assert found == [
+        "Yes. Drones can be returned within 45 days.",
+        "Drones can be returned within 45 days.",
+        "Light rain is fine. It stays docked in snow.",
+    ]
 
 
 def test_a_follow_up_searches_with_the_turn_before_it(chat_model):
