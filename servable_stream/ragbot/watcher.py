@@ -250,11 +250,11 @@ class DocsWatcher:
                 if self._stopping:
                     return
                 due, reason, documents = self._due, self._reason, self._documents_changed
-                waiting = due is not None  # a request waits out its debounce
-                if waiting and time.monotonic() >= due:
-                    self._due, self._documents_changed, waiting = None, False, False
+                if due is not None and time.monotonic() >= due:
+                    self._due, self._documents_changed = None, False
                 else:
                     due, documents = None, False
+                waiting = self._due is not None  # a request waits out its debounce
             if self._refresh_s and time.monotonic() >= next_refresh:
                 next_refresh = time.monotonic() + self._refresh_s
                 self._revalidate_urls()
